@@ -1,0 +1,3 @@
+from moby.cli import app
+
+app()

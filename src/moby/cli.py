@@ -1,0 +1,129 @@
+"""The ``moby`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from moby import __version__
+
+app = typer.Typer(
+    help="MOBY: industrial sensor data — MQTT → validated, durable, batched → InfluxDB.",
+    no_args_is_help=True,
+)
+schema_app = typer.Typer(help="The contract's JSON Schemas.", no_args_is_help=True)
+app.add_typer(schema_app, name="schema")
+console = Console(stderr=True)
+
+
+def _loop_policy() -> None:
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:  # pragma: no cover - uvloop is a dependency, but it is only a speed-up
+        pass
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    print(__version__)
+
+
+@app.command()
+def serve() -> None:
+    """Run the backend (MQTT ingest + HTTP API), configured by MOBY_* environment variables."""
+    import uvicorn
+
+    from moby.api.app import create_app
+    from moby.config import Settings
+    from moby.logs import configure
+    from moby.service import Engine
+
+    settings = Settings()
+    configure(settings.log_level, settings.log_format)
+    _loop_policy()
+    uvicorn.run(
+        create_app(Engine(settings)),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level="warning",
+        access_log=False,
+        loop="uvloop",
+        timeout_graceful_shutdown=30,
+    )
+
+
+@app.command()
+def up(
+    data_dir: Annotated[Path, typer.Option(envvar="MOBY_DATA_DIR", help="state of every part")] = Path(
+        "./var"
+    ),
+    mqtt_port: Annotated[int, typer.Option(help="the broker's port")] = 18830,
+    influx_port: Annotated[int, typer.Option(help="InfluxDB's HTTP port")] = 18086,
+    api_port: Annotated[int, typer.Option(envvar="MOBY_API_PORT", help="the backend's HTTP port")] = 8000,
+    sensors: Annotated[int, typer.Option(help="simulated sensors")] = 40,
+    rate: Annotated[float, typer.Option(help="readings per second per sensor")] = 1.0,
+    factory: Annotated[str, typer.Option(help="factory id of the simulated fleet")] = "demo",
+) -> None:
+    """Run the whole pipeline locally: Mosquitto, InfluxDB, the backend and a simulated fleet."""
+    from moby.up import run_up
+
+    raise typer.Exit(
+        run_up(
+            data_dir,
+            mqtt_port=mqtt_port,
+            influx_port=influx_port,
+            api_port=api_port,
+            sensors=sensors,
+            rate=rate,
+            factory=factory,
+            console=console,
+        )
+    )
+
+
+@app.command()
+def simulate(
+    factory: Annotated[str, typer.Option(help="factory id")] = "demo",
+    sensors: Annotated[int, typer.Option(help="number of sensors")] = 40,
+    rate: Annotated[float, typer.Option(help="readings per second per sensor")] = 1.0,
+    duration: Annotated[float | None, typer.Option(help="seconds to run (default: until stopped)")] = None,
+) -> None:
+    """Publish a simulated fleet of sensors to MOBY_MQTT_URL."""
+    import signal
+
+    from moby.edge.simulate import run_fleet
+    from moby.logs import configure
+
+    configure(os.environ.get("MOBY_LOG_LEVEL", "info"))
+    _loop_policy()
+    url = os.environ.get("MOBY_MQTT_URL", "mqtt://127.0.0.1:1883")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_fleet(url, factory, sensors, rate, duration_s=duration, stop=stop)
+
+    asyncio.run(main())
+
+
+@schema_app.command("export")
+def schema_export(
+    directory: Annotated[Path, typer.Argument(help="where to write the *.schema.json files")] = Path(
+        "docs/schema"
+    ),
+) -> None:
+    """Write the JSON Schemas of the contract's payloads."""
+    from moby.schema.jsonschema import write_schemas
+
+    for path in write_schemas(directory):
+        console.print(f"wrote {path}")

@@ -1,0 +1,132 @@
+"""Configuration of ``moby serve`` from ``MOBY_*`` environment variables (and an optional file).
+
+The first six variables are the public contract; the rest are tuning knobs with defaults that
+suit one backend process on a small machine. A TOML file named by ``MOBY_CONFIG`` may hold the
+same settings (lower-case names without the prefix); environment variables win over it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+GiB = 1024**3
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, safe to log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MOBY_", extra="ignore")
+
+    # --- the contract ---------------------------------------------------------------------
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    influx_url: str = "http://127.0.0.1:8086"
+    influx_db: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")] = "moby"
+    data_dir: Path = Path("./var")
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+
+    # --- MQTT -----------------------------------------------------------------------------
+    mqtt_client_id: str = Field(default_factory=lambda: f"moby-backend-{socket.gethostname()}")
+    mqtt_share_group: str = "moby"  # "" turns shared subscriptions off
+    mqtt_session_expiry_s: int = 7 * 86400
+    # Unacknowledged QoS 1 messages the broker may have in flight to us: bounds our memory.
+    mqtt_receive_maximum: Annotated[int, Field(ge=1, le=65535)] = 1000
+    mqtt_keepalive_s: int = 30
+    mqtt_ca_file: Path | None = None
+    mqtt_cert_file: Path | None = None
+    mqtt_key_file: Path | None = None
+    mqtt_reconnect_max_s: float = 30.0
+
+    # --- durable queue ----------------------------------------------------------------------
+    queue_max_bytes: Annotated[int, Field(ge=1024 * 1024)] = GiB
+    # "full": fsync every group commit (survives power loss); "normal": survives a process kill.
+    queue_sync: Literal["full", "normal"] = "full"
+    group_commit_max_messages: int = 2000
+    group_commit_interval_s: float = 0.005
+
+    # --- InfluxDB writer ----------------------------------------------------------------------
+    influx_username: str | None = None
+    influx_password: SecretStr | None = None
+    batch_max_points: Annotated[int, Field(ge=1)] = 5000
+    batch_linger_s: Annotated[float, Field(ge=0)] = 1.0
+    write_concurrency: Annotated[int, Field(ge=1, le=16)] = 2
+    write_timeout_s: float = 15.0
+    retry_initial_s: float = 0.2
+    retry_max_s: float = 30.0
+    raw_retention: str = "30d"
+    rollup_retention: str = "365d"
+
+    # --- validation -------------------------------------------------------------------------
+    max_age_s: Annotated[int, Field(ge=1)] = 7 * 86400
+    max_future_s: Annotated[int, Field(ge=0)] = 600
+
+    # --- dead letters -----------------------------------------------------------------------
+    dlq_max_items: Annotated[int, Field(ge=1)] = 100_000
+
+    # --- logging ------------------------------------------------------------------------------
+    log_level: str = "info"
+    log_format: Literal["console", "json"] = "console"
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_scheme(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
+            raise ValueError("MOBY_MQTT_URL must be mqtt://host:port or mqtts://host:port")
+        return value
+
+    @field_validator("influx_url")
+    @classmethod
+    def _http_scheme(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("MOBY_INFLUX_URL must be http(s)://host:port")
+        return value.rstrip("/")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("MOBY_CONFIG")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+    @property
+    def queue_path(self) -> Path:
+        return self.data_dir / "queue.sqlite"
+
+    def safe_summary(self) -> dict[str, object]:
+        """What to log at start: no secrets."""
+        return {
+            "mqtt_url": redact_url(self.mqtt_url),
+            "influx_url": redact_url(self.influx_url),
+            "influx_db": self.influx_db,
+            "data_dir": str(self.data_dir),
+            "api": f"{self.api_host}:{self.api_port}",
+            "client_id": self.mqtt_client_id,
+            "share_group": self.mqtt_share_group or None,
+        }

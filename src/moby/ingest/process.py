@@ -1,0 +1,192 @@
+"""Validate one MQTT message against the contract and turn telemetry into line protocol.
+
+:meth:`Processor.process` never raises on bad input: it returns :class:`Rejected` with a
+reason code (a small fixed set, used as a metric label) and a human-readable detail.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from pydantic import ValidationError
+
+from moby.ingest.lineproto import series_key
+from moby.ingest.registry import Registry
+from moby.schema import (
+    HEALTH,
+    MAX_PAYLOAD_BYTES,
+    STATUS,
+    TELEMETRY,
+    TelemetryBatch,
+    TelemetrySingle,
+    Topic,
+    TopicError,
+    TopicKind,
+    parse_topic,
+)
+
+
+class Reason(StrEnum):
+    """Why a message was dead-lettered."""
+
+    TOPIC = "invalid_topic"
+    TOO_LARGE = "too_large"
+    JSON = "invalid_json"
+    SCHEMA = "invalid_schema"
+    IDENTITY = "identity_mismatch"
+    TIME = "time_out_of_range"
+    WRITE = "write_rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    reason: Reason
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """Telemetry ready to queue: newline-terminated line protocol."""
+
+    lines: bytes
+    points: int
+    first_ts_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Noted:
+    """A status or health message: it updated the registry and is not written as points."""
+
+    kind: TopicKind
+
+
+Outcome = Accepted | Rejected | Noted
+
+
+def describe(exc: ValidationError, limit: int = 3) -> str:
+    parts = []
+    for error in exc.errors(include_url=False)[:limit]:
+        loc = ".".join(str(p) for p in error["loc"] if p not in ("single", "batch"))
+        parts.append(f"{loc}: {error['msg']}" if loc else error["msg"])
+    more = exc.error_count() - limit
+    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
+
+
+def _is_json_error(exc: ValidationError) -> bool:
+    return any(e["type"] == "json_invalid" for e in exc.errors(include_url=False))
+
+
+class Processor:
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        max_age_s: int = 7 * 86400,
+        max_future_s: int = 600,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.registry = registry
+        self._max_age_ms = max_age_s * 1000
+        self._max_future_ms = max_future_s * 1000
+        self._clock = clock
+        self._topics: dict[str, Topic | Rejected] = {}
+        self._prefixes: dict[tuple[str, str, str], str] = {}
+
+    def process(self, topic: str, payload: bytes) -> Outcome:
+        parsed = self._parse_topic(topic)
+        if isinstance(parsed, Rejected):
+            return parsed
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            return Rejected(Reason.TOO_LARGE, f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
+        if parsed.kind is TopicKind.TELEMETRY:
+            return self._telemetry(parsed, payload)
+        if parsed.kind is TopicKind.STATUS:
+            return self._status(parsed, payload)
+        if parsed.kind is TopicKind.HEALTH:
+            return self._health(parsed, payload)
+        return Rejected(Reason.TOPIC, f"the backend does not ingest {parsed.kind} messages")
+
+    def _parse_topic(self, topic: str) -> Topic | Rejected:
+        cached = self._topics.get(topic)
+        if cached is None:
+            try:
+                cached = parse_topic(topic)
+            except TopicError as exc:
+                cached = Rejected(Reason.TOPIC, str(exc))
+            if len(self._topics) > 100_000:  # bound the cache: sensors come and go
+                self._topics.clear()
+            self._topics[topic] = cached
+        return cached
+
+    def _telemetry(self, topic: Topic, payload: bytes) -> Outcome:
+        try:
+            message: TelemetrySingle | TelemetryBatch = TELEMETRY.validate_json(payload)
+        except ValidationError as exc:
+            return Rejected(Reason.JSON if _is_json_error(exc) else Reason.SCHEMA, describe(exc))
+        mismatch = _identity_mismatch(topic, message.factory_id, message.sensor_id)
+        if mismatch:
+            return Rejected(Reason.IDENTITY, mismatch)
+        now_ms = int(self._clock() * 1000)
+        oldest, newest = now_ms - self._max_age_ms, now_ms + self._max_future_ms
+        readings = message.iter_readings()
+        for reading in readings:
+            if not oldest <= reading.ts <= newest:
+                return Rejected(
+                    Reason.TIME,
+                    f"reading seq={reading.seq} ts={reading.ts} is outside "
+                    f"[now-{self._max_age_ms // 1000}s, now+{self._max_future_ms // 1000}s]",
+                )
+        record = self.registry.saw_telemetry(
+            topic.factory_id, topic.sensor_id, message.sensor_type, now_ms, len(readings)
+        )
+        prefix = self._prefix(topic, message.sensor_type, record.tags)
+        out = []
+        for reading in readings:
+            # Value names matched ^[a-z][a-z0-9_]*$, so they need no escaping; values are
+            # written as floats (never ints) so that a sensor sending 2 then 2.5 cannot make
+            # an InfluxDB field-type conflict.
+            fields = ",".join(f"{k}={float(v)!r}" for k, v in reading.values.items())
+            quality = "" if reading.quality == "good" else f',quality="{reading.quality.value}"'
+            out.append(f"{prefix} {fields},seq={reading.seq}i{quality} {reading.ts}\n")
+        return Accepted("".join(out).encode(), len(readings), min(r.ts for r in readings))
+
+    def _prefix(self, topic: Topic, sensor_type: str, tags: dict[str, str]) -> str:
+        key = (topic.factory_id, topic.sensor_id, sensor_type)
+        prefix = self._prefixes.get(key)
+        if prefix is None:
+            all_tags = {**tags, "factory_id": topic.factory_id, "sensor_id": topic.sensor_id}
+            prefix = self._prefixes[key] = series_key(sensor_type, all_tags)
+        return prefix
+
+    def _status(self, topic: Topic, payload: bytes) -> Outcome:
+        if not payload:
+            # An empty retained message is how a retained status is cleared: nothing to record.
+            return Noted(TopicKind.STATUS)
+        try:
+            status = STATUS.validate_json(payload)
+        except ValidationError as exc:
+            return Rejected(Reason.JSON if _is_json_error(exc) else Reason.SCHEMA, describe(exc))
+        now_ms = int(self._clock() * 1000)
+        if self.registry.saw_status(topic.factory_id, topic.sensor_id, status, now_ms):
+            for key in [k for k in self._prefixes if k[:2] == (topic.factory_id, topic.sensor_id)]:
+                del self._prefixes[key]
+        return Noted(TopicKind.STATUS)
+
+    def _health(self, topic: Topic, payload: bytes) -> Outcome:
+        try:
+            health = HEALTH.validate_json(payload)
+        except ValidationError as exc:
+            return Rejected(Reason.JSON if _is_json_error(exc) else Reason.SCHEMA, describe(exc))
+        self.registry.saw_health(topic.factory_id, topic.sensor_id, health, int(self._clock() * 1000))
+        return Noted(TopicKind.HEALTH)
+
+
+def _identity_mismatch(topic: Topic, factory_id: str | None, sensor_id: str | None) -> str:
+    if sensor_id is not None and sensor_id != topic.sensor_id:
+        return f"payload sensor_id {sensor_id!r} != topic's {topic.sensor_id!r}"
+    if factory_id is not None and factory_id != topic.factory_id:
+        return f"payload factory_id {factory_id!r} != topic's {topic.factory_id!r}"
+    return ""

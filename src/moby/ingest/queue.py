@@ -1,0 +1,303 @@
+"""The durable queue between the MQTT subscriber and the InfluxDB writer, and the dead-letter store.
+
+One SQLite database in WAL mode under the data dir holds four tables: ``queue`` (encoded
+telemetry waiting for InfluxDB, one row per MQTT message), ``dead_letters`` (rejected input,
+bounded, oldest evicted), ``sensors`` (the registry) and ``meta`` (counters that must survive
+restarts). Every mutation runs on one dedicated thread through one connection, so SQLite never
+sees two writers and the event loop never blocks on disk. Readers (the HTTP API) open their own
+read-only connections, which WAL lets run beside the writer.
+
+The queue is bounded by the bytes it holds: :meth:`has_room` turns false past ``max_bytes`` and
+the ingest side then stops acknowledging to the broker, which keeps the backlog instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS queue (
+    id INTEGER PRIMARY KEY,
+    topic TEXT NOT NULL,
+    lines BLOB NOT NULL,
+    points INTEGER NOT NULL,
+    first_ts_ms INTEGER NOT NULL,
+    received_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY,
+    received_at REAL NOT NULL,
+    topic TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sensors (
+    factory_id TEXT NOT NULL,
+    sensor_id TEXT NOT NULL,
+    record TEXT NOT NULL,
+    PRIMARY KEY (factory_id, sensor_id)
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+# Bytes a queue row costs beyond its topic and lines (rowid, integers, SQLite record overhead).
+ROW_OVERHEAD = 48
+# Dead-letter payloads are kept whole up to the contract's message limit.
+MAX_DEAD_PAYLOAD = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    topic: str
+    lines: bytes
+    points: int
+    first_ts_ms: int
+    received_ms: int
+
+    @property
+    def size(self) -> int:
+        return len(self.lines) + len(self.topic) + ROW_OVERHEAD
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedRow:
+    id: int
+    topic: str
+    lines: bytes
+    points: int
+    first_ts_ms: int
+    received_ms: int
+
+    @property
+    def size(self) -> int:
+        return len(self.lines) + len(self.topic) + ROW_OVERHEAD
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    topic: str
+    reason: str
+    detail: str
+    payload: bytes
+    received_at: float
+
+
+def connect(path: Path, *, readonly: bool = False, sync: str = "full") -> sqlite3.Connection:
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
+        conn.executescript(_SCHEMA)
+    conn.execute("PRAGMA busy_timeout=5000")
+    return conn
+
+
+class DurableQueue:
+    def __init__(self, path: Path, *, max_bytes: int, dlq_max_items: int, sync: str = "full") -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.dlq_max_items = dlq_max_items
+        self._sync = sync
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moby-queue")
+        self._conn: sqlite3.Connection | None = None
+        # Kept in memory, corrected from disk at open; only the queue thread changes them.
+        self.depth_rows = 0
+        self.depth_points = 0
+        self.depth_bytes = 0
+        self.dead_total = 0
+        self.dead_evicted = 0
+        self._room = asyncio.Event()
+
+    # -- plumbing ------------------------------------------------------------------------------
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        assert self._conn is not None, "queue is not open"
+        return self._conn
+
+    async def open(self) -> None:
+        await self._run(self._open)
+        self._update_room()
+
+    def _open(self) -> None:
+        self._conn = connect(self.path, sync=self._sync)
+        rows, points, size = self.conn.execute(
+            f"SELECT count(*), coalesce(sum(points), 0), "
+            f"coalesce(sum(length(lines) + length(topic) + {ROW_OVERHEAD}), 0) FROM queue"
+        ).fetchone()
+        self.depth_rows, self.depth_points, self.depth_bytes = rows, points, size
+        self.dead_total = self.conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
+        row = self.conn.execute("SELECT value FROM meta WHERE key='dead_evicted'").fetchone()
+        self.dead_evicted = row[0] if row else 0
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._run(self._close)
+        self._executor.shutdown(wait=True)
+
+    def _close(self) -> None:
+        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.conn.close()
+        self._conn = None
+
+    # -- backpressure ------------------------------------------------------------------------
+    def has_room(self) -> bool:
+        return self.depth_bytes < self.max_bytes
+
+    def _update_room(self) -> None:
+        if self.has_room():
+            self._room.set()
+        else:
+            self._room.clear()
+
+    async def wait_for_room(self) -> None:
+        await self._room.wait()
+
+    # -- the ingest side: one transaction per group commit ----------------------------------
+    async def commit(
+        self,
+        entries: Sequence[QueueEntry],
+        dead: Sequence[DeadLetter] = (),
+        sensors: Sequence[tuple[str, str, dict[str, Any]]] = (),
+    ) -> None:
+        await self._run(self._commit, entries, dead, sensors)
+        self._update_room()
+
+    def _commit(
+        self,
+        entries: Sequence[QueueEntry],
+        dead: Sequence[DeadLetter],
+        sensors: Sequence[tuple[str, str, dict[str, Any]]],
+    ) -> None:
+        conn = self.conn
+        conn.execute("BEGIN")
+        try:
+            if entries:
+                conn.executemany(
+                    "INSERT INTO queue (topic, lines, points, first_ts_ms, received_ms) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    [(e.topic, e.lines, e.points, e.first_ts_ms, e.received_ms) for e in entries],
+                )
+            evicted = self._insert_dead(dead) if dead else 0
+            if sensors:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO sensors (factory_id, sensor_id, record) VALUES (?, ?, ?)",
+                    [(f, s, orjson.dumps(r).decode()) for f, s, r in sensors],
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self.depth_rows += len(entries)
+        self.depth_points += sum(e.points for e in entries)
+        self.depth_bytes += sum(e.size for e in entries)
+        self.dead_total += len(dead) - evicted
+        self.dead_evicted += evicted
+
+    def _insert_dead(self, dead: Sequence[DeadLetter]) -> int:
+        conn = self.conn
+        conn.executemany(
+            "INSERT INTO dead_letters (received_at, topic, reason, detail, payload) VALUES (?, ?, ?, ?, ?)",
+            [(d.received_at, d.topic, d.reason, d.detail, d.payload[:MAX_DEAD_PAYLOAD]) for d in dead],
+        )
+        excess = self.dead_total + len(dead) - self.dlq_max_items
+        if excess <= 0:
+            return 0
+        conn.execute(
+            "DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters ORDER BY id LIMIT ?)",
+            (excess,),
+        )
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('dead_evicted', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
+            (excess,),
+        )
+        return excess
+
+    async def add_dead_letters(self, dead: Sequence[DeadLetter]) -> None:
+        await self.commit((), dead)
+
+    # -- the writer side ---------------------------------------------------------------------
+    async def read(self, after_id: int, max_points: int) -> list[QueuedRow]:
+        """Rows with id > after_id in order, up to max_points points (at least one row)."""
+        return await self._run(self._read, after_id, max_points)
+
+    def _read(self, after_id: int, max_points: int) -> list[QueuedRow]:
+        cursor = self.conn.execute(
+            "SELECT id, topic, lines, points, first_ts_ms, received_ms FROM queue "
+            "WHERE id > ? ORDER BY id LIMIT ?",
+            (after_id, max_points),
+        )
+        rows: list[QueuedRow] = []
+        points = 0
+        for row in cursor:
+            if rows and points + row[3] > max_points:
+                break
+            rows.append(QueuedRow(*row))
+            points += row[3]
+        cursor.close()
+        return rows
+
+    async def remove(self, rows: Sequence[QueuedRow]) -> None:
+        """Delete rows InfluxDB has confirmed (or that went to the dead-letter store)."""
+        await self._run(self._remove, rows)
+        self._update_room()
+
+    def _remove(self, rows: Sequence[QueuedRow]) -> None:
+        # A batch is a contiguous id range read in order, so one range delete covers it.
+        self.conn.execute("DELETE FROM queue WHERE id BETWEEN ? AND ?", (rows[0].id, rows[-1].id))
+        self.depth_rows -= len(rows)
+        self.depth_points -= sum(r.points for r in rows)
+        self.depth_bytes -= sum(r.size for r in rows)
+
+    # -- the registry ------------------------------------------------------------------------
+    async def load_sensors(self) -> list[dict[str, Any]]:
+        return await self._run(
+            lambda: [orjson.loads(r[0]) for r in self.conn.execute("SELECT record FROM sensors")]
+        )
+
+
+class DeadLetterReader:
+    """Read-only view of the dead-letter store for the HTTP API."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def latest(self, limit: int, reason: str | None = None) -> list[dict[str, Any]]:
+        conn = connect(self.path, readonly=True)
+        try:
+            sql = "SELECT received_at, topic, reason, detail, payload FROM dead_letters"
+            args: tuple[Any, ...] = ()
+            if reason:
+                sql += " WHERE reason = ?"
+                args = (reason,)
+            sql += " ORDER BY id DESC LIMIT ?"
+            return [
+                {
+                    "received_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(received_at))
+                    + f".{int(received_at * 1000) % 1000:03d}Z",
+                    "topic": topic,
+                    "reason": code,
+                    "detail": detail,
+                    "payload": payload.decode("utf-8", "backslashreplace"),
+                }
+                for received_at, topic, code, detail, payload in conn.execute(sql, (*args, limit))
+            ]
+        finally:
+            conn.close()

@@ -1,0 +1,80 @@
+"""The Prometheus metrics every stage reports, in one registry per process.
+
+Names follow Prometheus conventions (``_total`` counters, base units). A fresh
+:class:`Metrics` is made per engine so tests can run several in one process.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+_BATCH_BUCKETS = (1, 10, 50, 100, 500, 1000, 2500, 5000, 10000, 25000, 50000)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.messages_received = Counter(
+            "moby_messages_received", "MQTT messages received", ["kind"], registry=r
+        )
+        self.readings_accepted = Counter(
+            "moby_readings_accepted", "Readings validated and durably queued", registry=r
+        )
+        self.messages_rejected = Counter(
+            "moby_messages_rejected", "Messages dead-lettered, by reason", ["reason"], registry=r
+        )
+        self.dead_letters_evicted = Gauge(
+            "moby_dead_letters_evicted",
+            "Dead letters evicted from the bounded store (ever)",
+            registry=r,
+        )
+        self.dead_letters_held = Gauge("moby_dead_letters", "Dead letters held in the store", registry=r)
+        self.queue_points = Gauge(
+            "moby_queue_depth_points", "Points waiting in the durable queue", registry=r
+        )
+        self.queue_bytes = Gauge("moby_queue_depth_bytes", "Bytes held by the durable queue", registry=r)
+        self.queue_full = Gauge(
+            "moby_queue_full",
+            "1 while the queue is at its byte bound and acks are held back",
+            registry=r,
+        )
+        self.commit_messages = Histogram(
+            "moby_group_commit_messages",
+            "Messages per durable group commit",
+            registry=r,
+            buckets=_BATCH_BUCKETS,
+        )
+        self.batch_points = Histogram(
+            "moby_write_batch_points",
+            "Points per InfluxDB write",
+            registry=r,
+            buckets=_BATCH_BUCKETS,
+        )
+        self.write_latency = Histogram(
+            "moby_write_latency_seconds",
+            "InfluxDB write request latency",
+            registry=r,
+            buckets=_LATENCY_BUCKETS,
+        )
+        self.write_errors = Counter(
+            "moby_write_errors", "Failed InfluxDB write attempts, by kind", ["kind"], registry=r
+        )
+        self.points_written = Counter("moby_points_written", "Points InfluxDB confirmed", registry=r)
+        self.e2e_lag = Histogram(
+            "moby_end_to_end_lag_seconds",
+            "From a message's receipt by the backend to InfluxDB's confirmation",
+            registry=r,
+            buckets=_LATENCY_BUCKETS,
+        )
+        self.reading_age = Histogram(
+            "moby_reading_age_seconds",
+            "From a reading's own timestamp to InfluxDB's confirmation (includes edge buffering)",
+            registry=r,
+            buckets=_LATENCY_BUCKETS,
+        )
+        self.mqtt_connected = Gauge("moby_mqtt_connected", "1 while connected to the broker", registry=r)
+        self.mqtt_reconnects = Counter("moby_mqtt_reconnects", "Broker reconnections", registry=r)
+        self.influx_up = Gauge("moby_influx_up", "1 when the last InfluxDB contact succeeded", registry=r)
+        self.sensors = Gauge("moby_sensors", "Sensors known to the backend", registry=r)

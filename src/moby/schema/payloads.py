@@ -1,0 +1,194 @@
+"""Pydantic models of the contract's payloads: the single source of truth for their shape.
+
+Shape only: rules that depend on configuration (how old a reading may be) or on the topic
+(identity) are applied by :mod:`moby.ingest.validate`, which uses these models.
+Unknown top-level fields are ignored so that a v1 sensor may send fields added to the contract
+later (the contract allows additive change); a field that *is* known must be exactly right.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    WithJsonSchema,
+    model_validator,
+)
+
+from moby.schema.topics import ID_PATTERN
+
+TELEMETRY_SCHEMA: Final = "moby.telemetry.v1"
+HEALTH_SCHEMA: Final = "moby.health.v1"
+STATUS_SCHEMA: Final = "moby.status.v1"
+
+MAX_PAYLOAD_BYTES: Final = 256 * 1024
+MAX_VALUES: Final = 100
+MAX_READINGS: Final = 1000
+SENSOR_TYPE_PATTERN: Final = r"^[a-z][a-z0-9_]{0,31}$"
+VALUE_NAME_PATTERN: Final = r"^[a-z][a-z0-9_]{0,63}$"
+# Field names the pipeline itself writes next to the values; a value may not take them.
+RESERVED_VALUE_NAMES: Final = frozenset({"seq", "quality"})
+
+Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
+SensorType = Annotated[str, Field(pattern=SENSOR_TYPE_PATTERN)]
+ValueName = Annotated[str, Field(pattern=VALUE_NAME_PATTERN)]
+# strict: "2.5" and true are not numbers; allow_inf_nan=False: NaN and ±Infinity are refused.
+FiniteNumber = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+Seq = Annotated[int, Field(strict=True, ge=0, lt=2**63)]
+
+
+def _timestamp_to_ms(value: Any) -> Any:
+    """RFC 3339 strings become epoch ms; anything else is left for the strict int check."""
+    if not isinstance(value, str):
+        return value
+    if len(value) > 64:
+        raise ValueError("ts string is too long")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError("ts is not an RFC 3339 time") from None
+    if parsed.tzinfo is None:
+        raise ValueError("ts needs a time zone (e.g. 'Z' or '+09:00')")
+    return int(parsed.timestamp() * 1000)
+
+
+# Integer epoch milliseconds, or an RFC 3339 string with a zone; always normalised to ms.
+Timestamp = Annotated[
+    int,
+    BeforeValidator(_timestamp_to_ms),
+    Field(strict=True, ge=0, lt=2**53),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 0, "description": "epoch milliseconds"},
+                {"type": "string", "format": "date-time", "description": "RFC 3339 with a time zone"},
+            ]
+        }
+    ),
+]
+
+
+class Quality(StrEnum):
+    GOOD = "good"
+    UNCERTAIN = "uncertain"
+    BAD = "bad"
+
+
+def _no_reserved_names(values: dict[str, float]) -> dict[str, float]:
+    clash = RESERVED_VALUE_NAMES.intersection(values)
+    if clash:
+        raise ValueError(f"value names {sorted(clash)} are reserved")
+    return values
+
+
+Values = Annotated[
+    dict[ValueName, FiniteNumber],
+    Field(min_length=1, max_length=MAX_VALUES),
+    AfterValidator(_no_reserved_names),
+]
+
+
+class Reading(BaseModel):
+    """One reading: a time, the sensor's sequence number and up to 100 named numbers."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    ts: Timestamp
+    seq: Seq
+    values: Values
+    quality: Quality = Quality.GOOD
+
+
+class _TelemetryBase(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    schema_: Literal["moby.telemetry.v1"] = Field(alias="schema")
+    sensor_type: SensorType
+    # Optional echoes of the topic's identity; the topic is authoritative and they must agree.
+    factory_id: Identifier | None = None
+    sensor_id: Identifier | None = None
+
+
+class TelemetrySingle(_TelemetryBase, Reading):
+    """``moby.telemetry.v1`` carrying one reading inline."""
+
+    def iter_readings(self) -> tuple[Reading, ...]:
+        return (self,)
+
+
+class TelemetryBatch(_TelemetryBase):
+    """``moby.telemetry.v1`` carrying up to 1000 readings (a buffer flush or a fast sensor)."""
+
+    readings: Annotated[list[Reading], Field(min_length=1, max_length=MAX_READINGS)]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_both(cls, data: Any) -> Any:
+        if isinstance(data, dict) and ("values" in data or "ts" in data or "seq" in data):
+            raise ValueError("a batch carries 'readings' only, not 'ts'/'seq'/'values' too")
+        return data
+
+    def iter_readings(self) -> tuple[Reading, ...]:
+        return tuple(self.readings)
+
+
+def _telemetry_form(data: Any) -> str:
+    if isinstance(data, dict):
+        return "batch" if "readings" in data else "single"
+    return "batch" if hasattr(data, "readings") else "single"
+
+
+Telemetry = Annotated[
+    Annotated[TelemetrySingle, Tag("single")] | Annotated[TelemetryBatch, Tag("batch")],
+    Discriminator(_telemetry_form),
+]
+TELEMETRY: Final[TypeAdapter[TelemetrySingle | TelemetryBatch]] = TypeAdapter(Telemetry)
+
+
+class Health(BaseModel):
+    """``moby.health.v1``: a sensor's periodic report on itself."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    schema_: Literal["moby.health.v1"] = Field(alias="schema")
+    ts: Timestamp
+    uptime_s: Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
+    buffer_depth: Annotated[int, Field(strict=True, ge=0)]
+    battery_pct: Annotated[float, Field(strict=True, ge=0, le=100, allow_inf_nan=False)] | None = None
+    rssi_dbm: Annotated[float, Field(strict=True, ge=-200, le=50, allow_inf_nan=False)] | None = None
+    errors: dict[Annotated[str, Field(max_length=64)], Annotated[int, Field(strict=True, ge=0)]] = Field(
+        default_factory=dict, max_length=100
+    )
+    firmware: Annotated[str, Field(max_length=64)] | None = None
+
+
+class Status(BaseModel):
+    """``moby.status.v1`` (retained): birth with the sensor's metadata, or death (also the Last Will)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    schema_: Literal["moby.status.v1"] = Field(alias="schema")
+    online: bool
+    ts: Timestamp | None = None
+    sensor_type: SensorType | None = None
+    model: Annotated[str, Field(max_length=128)] | None = None
+    firmware: Annotated[str, Field(max_length=64)] | None = None
+    line_id: Identifier | None = None
+    machine_id: Identifier | None = None
+    units: dict[ValueName, Annotated[str, Field(max_length=32)]] = Field(
+        default_factory=dict, max_length=MAX_VALUES
+    )
+
+
+HEALTH: Final = TypeAdapter(Health)
+STATUS: Final = TypeAdapter(Status)

@@ -1,0 +1,139 @@
+"""The backend process: ingest (MQTT → durable queue) and the InfluxDB writer, wired together.
+
+This is the composition root of ``moby serve``; the HTTP API (:mod:`moby.api`) serves it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import structlog
+
+from moby.config import Settings
+from moby.ingest.committer import GroupCommitter
+from moby.ingest.process import Processor
+from moby.ingest.queue import DeadLetterReader, DurableQueue
+from moby.ingest.registry import Registry, SensorRecord
+from moby.ingest.subscriber import Subscriber
+from moby.metrics import Metrics
+from moby.net import Backoff
+from moby.store.bootstrap import Bootstrap
+from moby.store.influx import InfluxClient, InfluxError
+from moby.store.writer import Writer
+
+log = structlog.get_logger(__name__)
+
+ROLLUP_RECONCILE_S = 30.0
+
+
+class Engine:
+    def __init__(self, settings: Settings) -> None:
+        s = self.settings = settings
+        self.metrics = Metrics()
+        self.queue = DurableQueue(
+            s.queue_path,
+            max_bytes=s.queue_max_bytes,
+            dlq_max_items=s.dlq_max_items,
+            sync=s.queue_sync,
+        )
+        self.dead_letters = DeadLetterReader(s.queue_path)
+        self.registry = Registry()
+        self.influx = InfluxClient(
+            s.influx_url,
+            s.influx_db,
+            username=s.influx_username,
+            password=s.influx_password.get_secret_value() if s.influx_password else None,
+            timeout_s=s.write_timeout_s,
+        )
+        self.bootstrap = Bootstrap(
+            self.influx, raw_retention=s.raw_retention, rollup_retention=s.rollup_retention
+        )
+        self._bootstrapped = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._influx_ok = (0.0, False)
+
+    async def start(self) -> None:
+        s = self.settings
+        await self.queue.open()
+        self.registry = Registry([SensorRecord.from_dict(d) for d in await self.queue.load_sensors()])
+        self.metrics.sensors.set_function(lambda: len(self.registry))
+        self.processor = Processor(self.registry, max_age_s=s.max_age_s, max_future_s=s.max_future_s)
+        self.committer = GroupCommitter(
+            self.queue,
+            self.registry,
+            self.metrics,
+            max_messages=s.group_commit_max_messages,
+            interval_s=s.group_commit_interval_s,
+        )
+        self.writer = Writer(
+            self.queue,
+            self.influx,
+            self.metrics,
+            new_data=self.committer.committed,
+            batch_max_points=s.batch_max_points,
+            batch_linger_s=s.batch_linger_s,
+            concurrency=s.write_concurrency,
+            retry_initial_s=s.retry_initial_s,
+            retry_max_s=s.retry_max_s,
+            on_missing_database=self._rebootstrap,
+        )
+        self.subscriber = Subscriber(s, self.processor, self.committer, self.metrics)
+        self.metrics.queue_points.set(self.queue.depth_points)
+        self.metrics.queue_bytes.set(self.queue.depth_bytes)
+        self.committer.start()
+        self._tasks.append(asyncio.create_task(self._bootstrap_loop(), name="influx-bootstrap"))
+        self.writer.start()
+        self.subscriber.start()
+        log.info(
+            "engine started",
+            queued_points=self.queue.depth_points,
+            sensors=len(self.registry),
+            **s.safe_summary(),
+        )
+
+    async def _rebootstrap(self) -> None:
+        await self.bootstrap.run()
+
+    async def _bootstrap_loop(self) -> None:
+        """Bootstrap once InfluxDB answers, then keep the rollup queries in step with new fields."""
+        backoff = Backoff(0.5, 30.0)
+        while True:
+            try:
+                if not self._bootstrapped.is_set():
+                    await self.bootstrap.run()
+                    self._bootstrapped.set()
+                    log.info("InfluxDB bootstrapped", database=self.settings.influx_db)
+                else:
+                    await self.bootstrap.reconcile_rollups()
+                backoff.reset()
+                await asyncio.sleep(ROLLUP_RECONCILE_S)
+            except (InfluxError, OSError) as exc:
+                delay = backoff.next()
+                log.warning(
+                    "InfluxDB bootstrap failed; retrying",
+                    error=str(exc)[:200],
+                    retry_in=round(delay, 2),
+                )
+                await asyncio.sleep(delay)
+
+    async def influx_reachable(self) -> bool:
+        checked_at, ok = self._influx_ok
+        if time.monotonic() - checked_at > 1.0:
+            ok = await self.influx.ping()
+            self._influx_ok = (time.monotonic(), ok)
+        return ok
+
+    async def stop(self, flush_timeout_s: float = 10.0) -> None:
+        """Stop taking messages, make pending ones durable, flush the queue if InfluxDB is up."""
+        await self.subscriber.stop()
+        await self.committer.close()
+        flushed = await self.writer.stop(flush_timeout_s)
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.queue.close()
+        await self.influx.close()
+        log.info("engine stopped", flushed=flushed, left_in_queue=self.queue.depth_points)

@@ -1,0 +1,150 @@
+"""Idempotent InfluxDB set-up: database, retention policies and the 1-minute rollups.
+
+* ``raw`` (default 30 days, DEFAULT): every reading as written.
+* ``rollup_1m`` (default 365 days): one point per series and minute, written by a continuous
+  query per measurement that keeps the field names — ``mean(x) AS x`` — so a query reads the
+  same fields at either resolution; ``x_min`` / ``x_max`` carry the extremes and ``seq`` the
+  last sequence number of the minute.
+
+Fields appear as sensors send them, so the continuous queries cannot be written once at start:
+:meth:`Bootstrap.reconcile_rollups` compares each measurement's float fields with its
+continuous query and re-creates the query when a field is new (InfluxDB 1.x has no ALTER for
+continuous queries). The backend runs it at start and every ``interval`` seconds.
+
+Continuous queries only see data that arrives in time: ``RESAMPLE FOR 5m`` recomputes the last
+five minutes on every run so that points arriving a little late (writer retries, brief edge
+outages) are rolled up; older backfill is not (see docs/ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+import structlog
+
+from moby.store.influx import InfluxClient, quote_ident, series_rows
+
+log = structlog.get_logger(__name__)
+
+RAW: Final = "raw"
+ROLLUP_1M: Final = "rollup_1m"
+CQ_PREFIX: Final = "moby_rollup_1m_"
+RESAMPLE_FOR: Final = "5m"
+_NUMERIC: Final = frozenset({"float", "integer"})
+_DURATION: Final = re.compile(r"^(?:\d+[smhdw])+$|^INF$")
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    name: str
+    duration: str
+    default: bool = False
+
+
+def _duration_to_influx(duration: str) -> str:
+    """InfluxDB reports durations as e.g. '720h0m0s'; normalise ours to hours for comparison."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    if duration in ("INF", "0s", "0"):
+        return "0s"
+    seconds = sum(int(n) * units[u] for n, u in re.findall(r"(\d+)([smhdw])", duration))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m}m{s}s"
+
+
+def rollup_select(database: str, measurement: str, fields: list[str]) -> str:
+    """The SELECT of a measurement's 1-minute rollup (shared with tests and the query layer)."""
+    taken = set(fields)
+    parts: list[str] = []
+    for field in sorted(fields):
+        if field == "seq":
+            parts.append('max("seq") AS "seq"')
+            continue
+        q = quote_ident(field)
+        parts.append(f"mean({q}) AS {q}")
+        for agg in ("min", "max"):
+            alias = f"{field}_{agg}"
+            if alias not in taken:  # a sensor's own value named like an alias wins
+                parts.append(f"{agg}({q}) AS {quote_ident(alias)}")
+    target = f"{quote_ident(database)}.{quote_ident(ROLLUP_1M)}.{quote_ident(measurement)}"
+    source = f"{quote_ident(database)}.{quote_ident(RAW)}.{quote_ident(measurement)}"
+    return f"SELECT {', '.join(parts)} INTO {target} FROM {source} GROUP BY time(1m), *"
+
+
+class Bootstrap:
+    def __init__(
+        self, client: InfluxClient, *, raw_retention: str = "30d", rollup_retention: str = "365d"
+    ) -> None:
+        for value in (raw_retention, rollup_retention):
+            if not _DURATION.match(value):
+                raise ValueError(f"bad retention duration {value!r}")
+        self.client = client
+        self.policies = (
+            RetentionPolicy(RAW, raw_retention, default=True),
+            RetentionPolicy(ROLLUP_1M, rollup_retention),
+        )
+        self._cq_fields: dict[str, frozenset[str]] = {}
+
+    @property
+    def db(self) -> str:
+        return self.client.database
+
+    async def run(self) -> None:
+        """Create what is missing and correct what differs; safe to run any number of times."""
+        await self.client.execute(f"CREATE DATABASE {quote_ident(self.db)}", database="")
+        results = await self.client.query(f"SHOW RETENTION POLICIES ON {quote_ident(self.db)}")
+        existing = {row["name"]: row for row in series_rows(results[0])}
+        for rp in self.policies:
+            verb = "ALTER" if rp.name in existing else "CREATE"
+            have = existing.get(rp.name)
+            if (
+                have
+                and have["duration"] == _duration_to_influx(rp.duration)
+                and (bool(have["default"]) == rp.default)
+            ):
+                continue
+            statement = (
+                f"{verb} RETENTION POLICY {quote_ident(rp.name)} ON {quote_ident(self.db)} "
+                f"DURATION {rp.duration} REPLICATION 1" + (" DEFAULT" if rp.default else "")
+            )
+            await self.client.execute(statement)
+            log.info("retention policy set", policy=rp.name, duration=rp.duration, default=rp.default)
+        await self.reconcile_rollups()
+
+    async def _existing_cqs(self) -> dict[str, str]:
+        results = await self.client.query("SHOW CONTINUOUS QUERIES", database="")
+        return {
+            row["name"]: row["query"]
+            for series in results[0].get("series", [])
+            if series.get("name") == self.db
+            for row in (dict(zip(series["columns"], v, strict=True)) for v in series.get("values", []))
+        }
+
+    async def reconcile_rollups(self) -> int:
+        """(Re)create continuous queries so every numeric raw field is rolled up; returns changes."""
+        results = await self.client.query(f"SHOW FIELD KEYS FROM {quote_ident(RAW)}./.*/")
+        fields: dict[str, set[str]] = {}
+        for row in series_rows(results[0]):
+            if row["fieldType"] in _NUMERIC:
+                fields.setdefault(row["_measurement"], set()).add(row["fieldKey"])
+        # At start nothing is known and every rollup query is re-created once: cheap, and it
+        # repairs queries edited by hand or left by an older version.
+        existing = await self._existing_cqs() if not self._cq_fields else {}
+        changed = 0
+        for measurement, names in sorted(fields.items()):
+            if self._cq_fields.get(measurement) == frozenset(names):
+                continue
+            name = quote_ident(CQ_PREFIX + measurement)
+            select = rollup_select(self.db, measurement, sorted(names))
+            if measurement in self._cq_fields or CQ_PREFIX + measurement in existing:
+                await self.client.execute(f"DROP CONTINUOUS QUERY {name} ON {quote_ident(self.db)}")
+            await self.client.execute(
+                f"CREATE CONTINUOUS QUERY {name} ON {quote_ident(self.db)} "
+                f"RESAMPLE EVERY 1m FOR {RESAMPLE_FOR} BEGIN {select} END"
+            )
+            self._cq_fields[measurement] = frozenset(names)
+            changed += 1
+            log.info("rollup continuous query set", measurement=measurement, fields=len(names))
+        return changed

@@ -1,0 +1,209 @@
+"""The InfluxDB writer: durable queue → batched ``/write`` calls → rows removed on confirmation.
+
+* A batch is cut when ``batch_max_points`` are waiting or the oldest unsent row has waited
+  ``batch_linger_s``; up to ``write_concurrency`` batches are in flight at once.
+* Connection errors, timeouts, 5xx and 429 are retried with exponential backoff and jitter,
+  for ever: data is never dropped because the database is away.
+* A 400 means some points are bad. InfluxDB 1.x stores the good ones of a partial write, and
+  writing a point again is harmless (same series and time = same point), so the batch is
+  bisected until each bad line stands alone; those go to the dead-letter store with
+  InfluxDB's message, the rest are confirmed.
+* Rows leave the queue only when InfluxDB confirmed them (or they were dead-lettered).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+
+import structlog
+
+from moby.ingest.process import Reason
+from moby.ingest.queue import DeadLetter, DurableQueue, QueuedRow
+from moby.metrics import Metrics
+from moby.net import Backoff
+from moby.store.influx import (
+    DatabaseNotFound,
+    InfluxClient,
+    InfluxError,
+    RejectedError,
+    RetryableError,
+)
+
+log = structlog.get_logger(__name__)
+
+Line = tuple[bytes, str]  # (line protocol without newline, topic it came from)
+
+
+class Writer:
+    def __init__(
+        self,
+        queue: DurableQueue,
+        client: InfluxClient,
+        metrics: Metrics,
+        *,
+        new_data: asyncio.Event,
+        batch_max_points: int = 5000,
+        batch_linger_s: float = 1.0,
+        concurrency: int = 2,
+        retry_initial_s: float = 0.2,
+        retry_max_s: float = 30.0,
+        on_missing_database: object = None,
+    ) -> None:
+        self._queue = queue
+        self._client = client
+        self._metrics = metrics
+        self._new_data = new_data
+        self._batch_max = batch_max_points
+        self._linger = batch_linger_s
+        self._slots = asyncio.Semaphore(concurrency)
+        self._retry = (retry_initial_s, retry_max_s)
+        self._on_missing_database = on_missing_database
+        self._cursor = 0  # highest queue id handed to a batch
+        self._inflight_points = 0
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._unsent_since: float | None = None
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self.healthy = True  # False while writes fail
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="influx-writer")
+
+    @property
+    def unsent_points(self) -> int:
+        return self._queue.depth_points - self._inflight_points
+
+    # -- batching ---------------------------------------------------------------------------------
+    async def _wait_for_batch(self) -> None:
+        """Return when a batch should be cut: full, lingered long enough, or flushing."""
+        while True:
+            unsent = self.unsent_points
+            if unsent <= 0:
+                self._unsent_since = None
+                if self._stopping:
+                    return
+                self._new_data.clear()
+                await self._new_data.wait()
+                continue
+            now = time.monotonic()
+            if self._unsent_since is None:
+                self._unsent_since = now
+            waited = now - self._unsent_since
+            if unsent >= self._batch_max or waited >= self._linger or self._stopping:
+                return
+            self._new_data.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._new_data.wait(), self._linger - waited)
+
+    async def _loop(self) -> None:
+        while True:
+            await self._slots.acquire()
+            await self._wait_for_batch()
+            if self._stopping and self.unsent_points <= 0:
+                self._slots.release()
+                return
+            rows = await self._queue.read(self._cursor, self._batch_max)
+            if not rows:
+                self._slots.release()
+                # Depth says there is data but we read none: resync the cursor (e.g. restart).
+                await asyncio.sleep(0.05)
+                continue
+            self._cursor = rows[-1].id
+            points = sum(r.points for r in rows)
+            self._inflight_points += points
+            self._unsent_since = time.monotonic() if self.unsent_points > 0 else None
+            task = asyncio.create_task(self._deliver(rows, points))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+    async def _deliver(self, rows: Sequence[QueuedRow], points: int) -> None:
+        try:
+            body = b"".join(r.lines for r in rows)
+            if await self._write_with_retry(body) is not None:
+                await self._isolate(rows)
+            await self._queue.remove(rows)
+            self._metrics.batch_points.observe(points)
+            now = time.time()
+            for row in rows:
+                self._metrics.e2e_lag.observe(max(0.0, now - row.received_ms / 1000))
+                self._metrics.reading_age.observe(max(0.0, now - row.first_ts_ms / 1000))
+            self._metrics.queue_points.set(self._queue.depth_points)
+            self._metrics.queue_bytes.set(self._queue.depth_bytes)
+        finally:
+            self._inflight_points -= points
+            self._slots.release()
+
+    async def _write_with_retry(self, body: bytes) -> str | None:
+        """None once InfluxDB stored it all; its message if it rejected some points (a 400)."""
+        backoff = Backoff(*self._retry)
+        while True:
+            started = time.monotonic()
+            try:
+                await self._client.write(body)
+            except RejectedError as exc:
+                self._metrics.write_errors.labels("rejected").inc()
+                log.info("InfluxDB rejected points", error=str(exc)[:300])
+                return str(exc)
+            except (RetryableError, InfluxError) as exc:
+                kind = "retryable" if isinstance(exc, RetryableError) else "config"
+                self._metrics.write_errors.labels(kind).inc()
+                self._metrics.influx_up.set(0)
+                self.healthy = False
+                if isinstance(exc, DatabaseNotFound) and callable(self._on_missing_database):
+                    with contextlib.suppress(Exception):
+                        await self._on_missing_database()
+                delay = backoff.next()
+                log.warning(
+                    "InfluxDB write failed; will retry",
+                    error=str(exc)[:300],
+                    kind=kind,
+                    retry_in=round(delay, 2),
+                )
+                await asyncio.sleep(delay)
+                continue
+            self._metrics.write_latency.observe(time.monotonic() - started)
+            self._metrics.points_written.inc(body.count(b"\n"))
+            self._metrics.influx_up.set(1)
+            self.healthy = True
+            return None
+
+    async def _isolate(self, rows: Sequence[QueuedRow]) -> None:
+        """Bisect a rejected batch: good halves are written, each bad line is dead-lettered."""
+        lines: list[Line] = [(line, row.topic) for row in rows for line in row.lines.split(b"\n") if line]
+        dead: list[DeadLetter] = []
+        pending = [lines]
+        while pending:
+            part = pending.pop()
+            error = await self._write_with_retry(b"\n".join(line for line, _ in part) + b"\n")
+            if error is None:
+                continue
+            if len(part) == 1:
+                line, topic = part[0]
+                dead.append(DeadLetter(topic, Reason.WRITE.value, error[:1000], line, time.time()))
+                continue
+            middle = len(part) // 2
+            pending.extend((part[middle:], part[:middle]))
+        if dead:
+            await self._queue.add_dead_letters(dead)
+            self._metrics.messages_rejected.labels(Reason.WRITE.value).inc(len(dead))
+            log.warning("points dead-lettered by InfluxDB", count=len(dead))
+
+    async def stop(self, timeout_s: float = 10.0) -> bool:
+        """Flush what is queued (if InfluxDB takes it within the timeout); True if all went."""
+        self._stopping = True
+        self._new_data.set()
+        try:
+            if self._task is not None:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+            if self._inflight:
+                await asyncio.wait_for(asyncio.gather(*self._inflight), timeout_s)
+            return self._queue.depth_points == 0
+        except TimeoutError:
+            return False
+        finally:
+            for task in (self._task, *self._inflight):
+                if task is not None and not task.done():
+                    task.cancel()

@@ -1,0 +1,134 @@
+"""Helpers for integration tests: a backend child process, publishing, counting points."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from moby.procs import ManagedProcess, free_port
+
+
+def http_json(url: str, timeout: float = 5) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, orjson.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, orjson.loads(e.read() or b"null")
+
+
+def influx_query(influx_url: str, q: str, db: str = "") -> list[dict[str, Any]]:
+    params = urllib.parse.urlencode({"q": q, "db": db, "epoch": "ms"})
+    with urllib.request.urlopen(f"{influx_url}/query?{params}", timeout=30) as r:
+        return orjson.loads(r.read())["results"]  # type: ignore[no-any-return]
+
+
+def count_points(influx_url: str, db: str, rp: str = "raw") -> int:
+    """Points stored across all measurements (each has the integer field seq)."""
+    try:
+        results = influx_query(influx_url, f'SELECT count("seq") FROM "{rp}"./.*/', db)
+    except OSError:
+        return -1
+    return sum(s["values"][0][1] for s in results[0].get("series", []))
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.25, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+
+
+def telemetry(seq: int, ts_ms: int, sensor_type: str = "vibration", **values: float) -> bytes:
+    return orjson.dumps(
+        {
+            "schema": "moby.telemetry.v1",
+            "sensor_type": sensor_type,
+            "ts": ts_ms,
+            "seq": seq,
+            "values": values or {"rms_velocity": 1.0 + seq % 7},
+        }
+    )
+
+
+def mosquitto_pub_lines(port: int, topic: str, payloads: Iterable[bytes], qos: int = 1) -> None:
+    """Publish each payload as one message with `mosquitto_pub -l` (as fast as it can)."""
+    data = b"\n".join(payloads) + b"\n"
+    subprocess.run(
+        ["mosquitto_pub", "-p", str(port), "-q", str(qos), "-t", topic, "-l", "-V", "mqttv5"],
+        input=data,
+        check=True,
+        timeout=300,
+    )
+
+
+class Backend(ManagedProcess):
+    """`moby serve` as a child process, as an operator would run it."""
+
+    def __init__(
+        self,
+        *,
+        data_dir: Path,
+        mqtt_url: str,
+        influx_url: str,
+        db: str,
+        client_id: str,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.api_port = free_port()
+        self.api = f"http://127.0.0.1:{self.api_port}"
+        self.influx_url = influx_url
+        self.db = db
+        env = {
+            "MOBY_MQTT_URL": mqtt_url,
+            "MOBY_INFLUX_URL": influx_url,
+            "MOBY_INFLUX_DB": db,
+            "MOBY_DATA_DIR": str(data_dir),
+            "MOBY_API_PORT": str(self.api_port),
+            "MOBY_MQTT_CLIENT_ID": client_id,
+            "MOBY_LOG_LEVEL": "info",
+            **(extra_env or {}),
+        }
+        super().__init__(
+            "moby serve",
+            [sys.executable, "-m", "moby", "serve"],
+            log_path=data_dir.parent / f"serve-{self.api_port}.log",
+            ready=self._ready_now,
+            env=env,
+        )
+
+    def _ready_now(self) -> bool:
+        try:
+            status, _ = http_json(f"{self.api}/readyz", timeout=1)
+        except OSError:
+            return False
+        return status == 200
+
+    def get(self, path: str) -> Any:
+        status, body = http_json(self.api + path)
+        assert status == 200, (status, body)
+        return body
+
+    def metric(self, name: str, labels: str = "") -> float:
+        with urllib.request.urlopen(f"{self.api}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith("#"):
+                continue
+            key, _, value = line.rpartition(" ")
+            if key.split("{", 1)[0] == name and labels in key:
+                total += float(value)
+        return total
+
+    def stored(self) -> int:
+        return count_points(self.influx_url, self.db)
