@@ -59,6 +59,10 @@ def make_backend(tmp_path: Path, db_name: str) -> Iterator[object]:
     """Start `moby serve` as a real child process: make_backend(broker, influxd, **env)."""
     started: list[Backend] = []
     client_id = f"moby-test-{uuid.uuid4().hex[:8]}"
+    # A share group of the test's own: a persistent session left by an earlier test in the
+    # same group would take its round-robin share of the messages (Mosquitto queues shared
+    # messages for offline members too).
+    share_group = f"g{uuid.uuid4().hex[:8]}"
 
     def make(broker: Mosquitto, influxd: Influxd, **env: str) -> Backend:
         backend = Backend(
@@ -67,7 +71,7 @@ def make_backend(tmp_path: Path, db_name: str) -> Iterator[object]:
             influx_url=influxd.url,
             db=db_name,
             client_id=client_id,
-            extra_env={k.upper(): str(v) for k, v in env.items()},
+            extra_env={"MOBY_MQTT_SHARE_GROUP": share_group, **{k.upper(): str(v) for k, v in env.items()}},
         )
         backend.start()
         started.append(backend)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import threading
 import sys
 import time
 import urllib.parse
@@ -132,3 +133,67 @@ class Backend(ManagedProcess):
 
     def stored(self) -> int:
         return count_points(self.influx_url, self.db)
+
+
+class StreamPublisher:
+    """A steady stream of telemetry from several sensors, one `mosquitto_pub -l` each.
+
+    A thread writes lines round-robin at ``rate`` messages/s in total; every sensor's ``seq``
+    counts up from 0 and its ``ts`` is ``start_ms + seq`` so every reading is a distinct point.
+    ``stop()`` closes the pipes and waits until every QoS 1 publish was acknowledged.
+    """
+
+    def __init__(self, port: int, *, sensors: int = 4, rate: float = 500, factory: str = "f1") -> None:
+        self.port = port
+        self.rate = rate
+        self.start_ms = int(time.time() * 1000) - 3_600_000
+        self.topics = [f"moby/{factory}/s{i}/telemetry" for i in range(sensors)]
+        self.sent = 0
+        self._stop = threading.Event()
+        self._procs = [
+            subprocess.Popen(
+                ["mosquitto_pub", "-p", str(port), "-q", "1", "-t", t, "-l", "-V", "mqttv5"],
+                stdin=subprocess.PIPE,
+            )
+            for t in self.topics
+        ]
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> StreamPublisher:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        seq = 0
+        while not self._stop.is_set():
+            due = int((time.monotonic() - started) * self.rate)
+            while self.sent < due:
+                proc = self._procs[self.sent % len(self._procs)]
+                assert proc.stdin is not None
+                proc.stdin.write(telemetry(seq, self.start_ms + seq) + b"\n")
+                self.sent += 1
+                if self.sent % len(self._procs) == 0:
+                    seq += 1
+            for proc in self._procs:
+                assert proc.stdin is not None
+                proc.stdin.flush()
+            time.sleep(0.01)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        for proc in self._procs:
+            assert proc.stdin is not None
+            proc.stdin.close()
+        for proc in self._procs:
+            assert proc.wait(timeout=120) == 0
+        return self.sent
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise LookupError(pid)

@@ -42,6 +42,7 @@ def serve() -> None:
     import uvicorn
 
     from moby.api.app import create_app
+    from moby.api.server import GracefulServer
     from moby.config import Settings
     from moby.logs import configure
     from moby.service import Engine
@@ -49,7 +50,7 @@ def serve() -> None:
     settings = Settings()
     configure(settings.log_level, settings.log_format)
     _loop_policy()
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(Engine(settings)),
         host=settings.api_host,
         port=settings.api_port,
@@ -58,6 +59,7 @@ def serve() -> None:
         loop="uvloop",
         timeout_graceful_shutdown=30,
     )
+    asyncio.run(GracefulServer(config).serve())
 
 
 @app.command()

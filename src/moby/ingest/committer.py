@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from moby.ingest.queue import DeadLetter, DurableQueue, QueueEntry
+from moby.ingest.queue import DeadLetter, DurableQueue, Segment
 from moby.ingest.registry import Registry
 from moby.metrics import Metrics
 
@@ -33,13 +33,20 @@ class GroupCommitter:
         *,
         max_messages: int = 2000,
         interval_s: float = 0.005,
+        segment_points: int = 5000,
     ) -> None:
         self._queue = queue
         self._registry = registry
         self._metrics = metrics
         self._max_messages = max_messages
         self._interval_s = interval_s
-        self._entries: list[QueueEntry] = []
+        self._segment_points = segment_points
+        self._messages = 0
+        self._segments: list[Segment] = []
+        self._lines: list[bytes] = []
+        self._points = 0
+        self._first_ts_ms = 0
+        self._received_ms = 0
         self._dead: list[DeadLetter] = []
         self._group: asyncio.Future[None] | None = None
         self._wake = asyncio.Event()
@@ -56,16 +63,32 @@ class GroupCommitter:
             self._wake.set()
         return self._group
 
-    def submit(self, entry: QueueEntry) -> asyncio.Future[None]:
-        """Queue an entry into the next group; the future resolves once it is durable."""
-        self._entries.append(entry)
+    def submit(self, lines: bytes, points: int, first_ts_ms: int) -> asyncio.Future[None]:
+        """Queue a message's line protocol into the next group; resolves once it is durable."""
+        if not self._lines:
+            self._first_ts_ms, self._received_ms = first_ts_ms, int(time.time() * 1000)
+        elif first_ts_ms < self._first_ts_ms:
+            self._first_ts_ms = first_ts_ms
+        self._lines.append(lines)
+        self._points += points
+        if self._points >= self._segment_points:
+            self._cut_segment()
+        self._messages += 1
         group = self._current_group()
-        if len(self._entries) + len(self._dead) >= self._max_messages:
+        if self._messages >= self._max_messages:
             self._wake.set()
         return group
 
+    def _cut_segment(self) -> None:
+        if self._lines:
+            self._segments.append(
+                Segment(b"".join(self._lines), self._points, self._first_ts_ms, self._received_ms)
+            )
+            self._lines, self._points = [], 0
+
     def submit_dead(self, dead: DeadLetter) -> asyncio.Future[None]:
         self._dead.append(dead)
+        self._messages += 1
         return self._current_group()
 
     def touch(self) -> asyncio.Future[None]:
@@ -80,7 +103,7 @@ class GroupCommitter:
                 await self._wake.wait()
                 self._wake.clear()
                 continue
-            if len(self._entries) + len(self._dead) < self._max_messages and not self._closing:
+            if self._messages < self._max_messages and not self._closing:
                 # Let the group fill for a moment; a full group wakes us early.
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -107,25 +130,27 @@ class GroupCommitter:
         if self._group is not None and not self._group.done():
             self._group.set_exception(ConnectionAbortedError("shutting down with a full queue"))
             self._group.exception()  # mark retrieved: waiters that are gone must not warn
-        self._group, self._entries, self._dead = None, [], []
+        self._group, self._segments, self._lines, self._points, self._dead = None, [], [], 0, []
+        self._messages = 0
 
     async def _commit_group(self) -> None:
-        group, entries, dead = self._group, self._entries, self._dead
-        self._group, self._entries, self._dead = None, [], []
+        self._cut_segment()
+        group, segments, dead, messages = self._group, self._segments, self._dead, self._messages
+        self._group, self._segments, self._dead, self._messages = None, [], [], 0
         sensors: list[tuple[str, str, dict[str, Any]]] = [
             (r.factory_id, r.sensor_id, r.as_dict()) for r in self._registry.take_dirty()
         ]
         started = time.monotonic()
         while True:
             try:
-                await self._queue.commit(entries, dead, sensors)
+                await self._queue.commit(segments, dead, sensors)
                 break
             except Exception:
                 # A full disk or an I/O error: nothing is acknowledged until it is written.
-                log.exception("group commit failed; retrying", messages=len(entries) + len(dead))
+                log.exception("group commit failed; retrying", messages=messages)
                 await asyncio.sleep(1.0)
-        self._metrics.commit_messages.observe(len(entries) + len(dead))
-        self._metrics.readings_accepted.inc(sum(e.points for e in entries))
+        self._metrics.commit_messages.observe(messages)
+        self._metrics.readings_accepted.inc(sum(seg.points for seg in segments))
         for d in dead:
             self._metrics.messages_rejected.labels(d.reason).inc()
         self._metrics.queue_points.set(self._queue.depth_points)

@@ -29,7 +29,6 @@ T = TypeVar("T")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS queue (
     id INTEGER PRIMARY KEY,
-    topic TEXT NOT NULL,
     lines BLOB NOT NULL,
     points INTEGER NOT NULL,
     first_ts_ms INTEGER NOT NULL,
@@ -51,37 +50,33 @@ CREATE TABLE IF NOT EXISTS sensors (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
-# Bytes a queue row costs beyond its topic and lines (rowid, integers, SQLite record overhead).
+# Bytes a queue row costs beyond its lines (rowid, integers, SQLite record overhead).
 ROW_OVERHEAD = 48
 # Dead-letter payloads are kept whole up to the contract's message limit.
 MAX_DEAD_PAYLOAD = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
-class QueueEntry:
-    topic: str
+class Segment:
+    """Line protocol of many messages, stored as one row.
+
+    One row per group of messages (not per message) keeps SQLite's per-row cost, and the
+    thread hand-offs that come with each row, off the hot path.
+    """
+
     lines: bytes
     points: int
-    first_ts_ms: int
-    received_ms: int
+    first_ts_ms: int  # the oldest reading's own time
+    received_ms: int  # when the oldest message of the segment reached the backend
 
     @property
     def size(self) -> int:
-        return len(self.lines) + len(self.topic) + ROW_OVERHEAD
+        return len(self.lines) + ROW_OVERHEAD
 
 
 @dataclass(frozen=True, slots=True)
-class QueuedRow:
-    id: int
-    topic: str
-    lines: bytes
-    points: int
-    first_ts_ms: int
-    received_ms: int
-
-    @property
-    def size(self) -> int:
-        return len(self.lines) + len(self.topic) + ROW_OVERHEAD
+class StoredSegment(Segment):
+    id: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +134,7 @@ class DurableQueue:
         self._conn = connect(self.path, sync=self._sync)
         rows, points, size = self.conn.execute(
             f"SELECT count(*), coalesce(sum(points), 0), "
-            f"coalesce(sum(length(lines) + length(topic) + {ROW_OVERHEAD}), 0) FROM queue"
+            f"coalesce(sum(length(lines) + {ROW_OVERHEAD}), 0) FROM queue"
         ).fetchone()
         self.depth_rows, self.depth_points, self.depth_bytes = rows, points, size
         self.dead_total = self.conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
@@ -172,7 +167,7 @@ class DurableQueue:
     # -- the ingest side: one transaction per group commit ----------------------------------
     async def commit(
         self,
-        entries: Sequence[QueueEntry],
+        entries: Sequence[Segment],
         dead: Sequence[DeadLetter] = (),
         sensors: Sequence[tuple[str, str, dict[str, Any]]] = (),
     ) -> None:
@@ -181,7 +176,7 @@ class DurableQueue:
 
     def _commit(
         self,
-        entries: Sequence[QueueEntry],
+        entries: Sequence[Segment],
         dead: Sequence[DeadLetter],
         sensors: Sequence[tuple[str, str, dict[str, Any]]],
     ) -> None:
@@ -190,9 +185,8 @@ class DurableQueue:
         try:
             if entries:
                 conn.executemany(
-                    "INSERT INTO queue (topic, lines, points, first_ts_ms, received_ms) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    [(e.topic, e.lines, e.points, e.first_ts_ms, e.received_ms) for e in entries],
+                    "INSERT INTO queue (lines, points, first_ts_ms, received_ms) VALUES (?, ?, ?, ?)",
+                    [(e.lines, e.points, e.first_ts_ms, e.received_ms) for e in entries],
                 )
             evicted = self._insert_dead(dead) if dead else 0
             if sensors:
@@ -234,32 +228,31 @@ class DurableQueue:
         await self.commit((), dead)
 
     # -- the writer side ---------------------------------------------------------------------
-    async def read(self, after_id: int, max_points: int) -> list[QueuedRow]:
+    async def read(self, after_id: int, max_points: int) -> list[StoredSegment]:
         """Rows with id > after_id in order, up to max_points points (at least one row)."""
         return await self._run(self._read, after_id, max_points)
 
-    def _read(self, after_id: int, max_points: int) -> list[QueuedRow]:
+    def _read(self, after_id: int, max_points: int) -> list[StoredSegment]:
         cursor = self.conn.execute(
-            "SELECT id, topic, lines, points, first_ts_ms, received_ms FROM queue "
-            "WHERE id > ? ORDER BY id LIMIT ?",
+            "SELECT id, lines, points, first_ts_ms, received_ms FROM queue WHERE id > ? ORDER BY id LIMIT ?",
             (after_id, max_points),
         )
-        rows: list[QueuedRow] = []
+        rows: list[StoredSegment] = []
         points = 0
-        for row in cursor:
-            if rows and points + row[3] > max_points:
+        for id_, lines, n, first_ts_ms, received_ms in cursor:
+            if rows and points + n > max_points:
                 break
-            rows.append(QueuedRow(*row))
-            points += row[3]
+            rows.append(StoredSegment(lines, n, first_ts_ms, received_ms, id_))
+            points += n
         cursor.close()
         return rows
 
-    async def remove(self, rows: Sequence[QueuedRow]) -> None:
+    async def remove(self, rows: Sequence[StoredSegment]) -> None:
         """Delete rows InfluxDB has confirmed (or that went to the dead-letter store)."""
         await self._run(self._remove, rows)
         self._update_room()
 
-    def _remove(self, rows: Sequence[QueuedRow]) -> None:
+    def _remove(self, rows: Sequence[StoredSegment]) -> None:
         # A batch is a contiguous id range read in order, so one range delete covers it.
         self.conn.execute("DELETE FROM queue WHERE id BETWEEN ? AND ?", (rows[0].id, rows[-1].id))
         self.depth_rows -= len(rows)

@@ -24,7 +24,7 @@ from gmqtt.mqtt.constants import MQTTv50
 from moby.config import Settings
 from moby.ingest.committer import GroupCommitter
 from moby.ingest.process import Accepted, Processor, Rejected
-from moby.ingest.queue import DeadLetter, QueueEntry
+from moby.ingest.queue import DeadLetter
 from moby.metrics import Metrics
 from moby.net import Backoff, MqttEndpoint, tls_context
 from moby.schema import TopicKind, subscription
@@ -145,10 +145,7 @@ class Subscriber:
         self._metrics.messages_received.labels(kind if kind in _KINDS else "other").inc()
         outcome = self._processor.process(topic, payload)
         if isinstance(outcome, Accepted):
-            now_ms = int(time.time() * 1000)
-            await self._committer.submit(
-                QueueEntry(topic, outcome.lines, outcome.points, outcome.first_ts_ms, now_ms)
-            )
+            await self._committer.submit(outcome.lines, outcome.points, outcome.first_ts_ms)
         elif isinstance(outcome, Rejected):
             await self._committer.submit_dead(
                 DeadLetter(topic, outcome.reason.value, outcome.detail, payload, time.time())

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import structlog
 
 from moby.ingest.process import Reason
-from moby.ingest.queue import DeadLetter, DurableQueue, QueuedRow
+from moby.ingest.queue import DeadLetter, DurableQueue, StoredSegment
 from moby.metrics import Metrics
 from moby.net import Backoff
 from moby.store.influx import (
@@ -34,7 +34,12 @@ from moby.store.influx import (
 
 log = structlog.get_logger(__name__)
 
-Line = tuple[bytes, str]  # (line protocol without newline, topic it came from)
+
+def topic_of(line: bytes) -> str:
+    """The telemetry topic a point came from, read back from its factory_id/sensor_id tags."""
+    key = line.split(b" ", 1)[0].decode("utf-8", "replace")
+    tags = dict(part.split("=", 1) for part in key.split(",")[1:] if "=" in part)
+    return f"moby/{tags.get('factory_id', '?')}/{tags.get('sensor_id', '?')}/telemetry"
 
 
 class Writer:
@@ -119,7 +124,7 @@ class Writer:
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
 
-    async def _deliver(self, rows: Sequence[QueuedRow], points: int) -> None:
+    async def _deliver(self, rows: Sequence[StoredSegment], points: int) -> None:
         try:
             body = b"".join(r.lines for r in rows)
             if await self._write_with_retry(body) is not None:
@@ -170,19 +175,19 @@ class Writer:
             self.healthy = True
             return None
 
-    async def _isolate(self, rows: Sequence[QueuedRow]) -> None:
+    async def _isolate(self, rows: Sequence[StoredSegment]) -> None:
         """Bisect a rejected batch: good halves are written, each bad line is dead-lettered."""
-        lines: list[Line] = [(line, row.topic) for row in rows for line in row.lines.split(b"\n") if line]
+        lines = [line for row in rows for line in row.lines.split(b"\n") if line]
         dead: list[DeadLetter] = []
         pending = [lines]
         while pending:
             part = pending.pop()
-            error = await self._write_with_retry(b"\n".join(line for line, _ in part) + b"\n")
+            error = await self._write_with_retry(b"\n".join(part) + b"\n")
             if error is None:
                 continue
             if len(part) == 1:
-                line, topic = part[0]
-                dead.append(DeadLetter(topic, Reason.WRITE.value, error[:1000], line, time.time()))
+                line = part[0]
+                dead.append(DeadLetter(topic_of(line), Reason.WRITE.value, error[:1000], line, time.time()))
                 continue
             middle = len(part) // 2
             pending.extend((part[middle:], part[:middle]))
