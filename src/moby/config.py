@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     mqtt_session_expiry_s: int = 7 * 86400
     # Unacknowledged QoS 1 messages the broker may have in flight to us: bounds our memory.
     mqtt_receive_maximum: Annotated[int, Field(ge=1, le=65535)] = 1000
+    # ... and the payload bytes they may hold; past either bound the backend stops reading.
+    mqtt_max_unacked_bytes: Annotated[int, Field(ge=1024 * 1024)] = 64 * 1024 * 1024
     mqtt_keepalive_s: int = 30
     mqtt_ca_file: Path | None = None
     mqtt_cert_file: Path | None = None

@@ -26,13 +26,16 @@ def _check(text: str, what: str) -> str:
         raise LineProtocolError(f"{what} is empty")
     if "\n" in text or "\r" in text:
         raise LineProtocolError(f"{what} contains a line break")
-    if text.endswith("\\"):
-        # A trailing backslash would escape the delimiter that follows it.
-        raise LineProtocolError(f"{what} ends with a backslash")
+    if "\\" in text:
+        # InfluxDB 1.x reads "\\," as an escaped comma, not a backslash and a delimiter, and has
+        # no way to write a literal backslash before an escapable character: refuse them all.
+        raise LineProtocolError(f"{what} contains a backslash")
     return text
 
 
 def escape_measurement(name: str) -> str:
+    if name.startswith("#"):
+        raise LineProtocolError("a measurement starting with '#' would make the line a comment")
     return _check(name, "measurement").translate(_MEASUREMENT)
 
 

@@ -20,6 +20,7 @@ from moby.schema import (
     MAX_PAYLOAD_BYTES,
     STATUS,
     TELEMETRY,
+    Quality,
     TelemetryBatch,
     TelemetrySingle,
     Topic,
@@ -27,6 +28,9 @@ from moby.schema import (
     TopicKind,
     parse_topic,
 )
+
+# Field names the pipeline itself writes next to a reading's values; a value may not take them.
+RESERVED = ("seq", "quality")
 
 
 class Reason(StrEnum):
@@ -47,7 +51,7 @@ class Rejected:
     detail: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs ~1 µs per message
 class Accepted:
     """Telemetry ready to queue: newline-terminated line protocol."""
 
@@ -139,24 +143,38 @@ class Processor:
                     f"reading seq={reading.seq} ts={reading.ts} is outside "
                     f"[now-{self._max_age_ms // 1000}s, now+{self._max_future_ms // 1000}s]",
                 )
-        record = self.registry.saw_telemetry(
-            topic.factory_id, topic.sensor_id, message.sensor_type, now_ms, len(readings)
-        )
-        prefix = self._prefix(topic, message.sensor_type, record.tags)
+        prefix = self._prefix(topic, message.sensor_type)
         out = []
+        first_ts = readings[0].ts
         for reading in readings:
+            values = reading.values
+            if "seq" in values or "quality" in values:
+                return Rejected(
+                    Reason.SCHEMA, f"reading seq={reading.seq}: value names {RESERVED} are reserved"
+                )
             # Value names matched ^[a-z][a-z0-9_]*$, so they need no escaping; values are
             # written as floats (never ints) so that a sensor sending 2 then 2.5 cannot make
             # an InfluxDB field-type conflict.
-            fields = ",".join(f"{k}={float(v)!r}" for k, v in reading.values.items())
-            quality = "" if reading.quality == "good" else f',quality="{reading.quality.value}"'
-            out.append(f"{prefix} {fields},seq={reading.seq}i{quality} {reading.ts}\n")
-        return Accepted("".join(out).encode(), len(readings), min(r.ts for r in readings))
+            fields = ",".join([f"{k}={float(v)!r}" for k, v in values.items()])
+            ts = reading.ts
+            if ts < first_ts:
+                first_ts = ts
+            if reading.quality is Quality.GOOD:
+                out.append(f"{prefix} {fields},seq={reading.seq}i {ts}\n")
+            else:
+                out.append(f'{prefix} {fields},seq={reading.seq}i,quality="{reading.quality.value}" {ts}\n')
+        self.registry.saw_telemetry(
+            topic.factory_id, topic.sensor_id, message.sensor_type, now_ms, len(readings)
+        )
+        return Accepted("".join(out).encode(), len(readings), first_ts)
 
-    def _prefix(self, topic: Topic, sensor_type: str, tags: dict[str, str]) -> str:
+    def _prefix(self, topic: Topic, sensor_type: str) -> str:
+        """``measurement,tags`` for a sensor, with its birth metadata tags (cached)."""
         key = (topic.factory_id, topic.sensor_id, sensor_type)
         prefix = self._prefixes.get(key)
         if prefix is None:
+            record = self.registry.get(topic.factory_id, topic.sensor_id)
+            tags = record.tags if record is not None else {}
             all_tags = {**tags, "factory_id": topic.factory_id, "sensor_id": topic.sensor_id}
             prefix = self._prefixes[key] = series_key(sensor_type, all_tags)
         return prefix

@@ -1,11 +1,14 @@
 """The durable queue between the MQTT subscriber and the InfluxDB writer, and the dead-letter store.
 
 One SQLite database in WAL mode under the data dir holds four tables: ``queue`` (encoded
-telemetry waiting for InfluxDB, one row per MQTT message), ``dead_letters`` (rejected input,
+telemetry waiting for InfluxDB, one row per group commit), ``dead_letters`` (rejected input,
 bounded, oldest evicted), ``sensors`` (the registry) and ``meta`` (counters that must survive
 restarts). Every mutation runs on one dedicated thread through one connection, so SQLite never
-sees two writers and the event loop never blocks on disk. Readers (the HTTP API) open their own
-read-only connections, which WAL lets run beside the writer.
+sees two writers and the event loop never blocks on disk; the InfluxDB writer reads through a
+second, read-only connection on its own thread (WAL lets readers run beside the writer), and
+the HTTP API opens its own. Rows InfluxDB confirmed are deleted in the *next* group commit's
+transaction rather than in one of their own: a delete needs no fsync of its own (replaying a
+confirmed row after a crash writes the same points again, which is harmless).
 
 The queue is bounded by the bytes it holds: :meth:`has_room` turns false past ``max_bytes`` and
 the ingest side then stops acknowledging to the broker, which keeps the backlog instead.
@@ -19,6 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -108,8 +112,12 @@ class DurableQueue:
         self.dlq_max_items = dlq_max_items
         self._sync = sync
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moby-queue")
+        self._read_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moby-queue-read")
         self._conn: sqlite3.Connection | None = None
-        # Kept in memory, corrected from disk at open; only the queue thread changes them.
+        self._reader: sqlite3.Connection | None = None
+        self._deletes: list[tuple[int, int]] = []  # confirmed id ranges, deleted at next commit
+        # Depth is counted from disk at open and then kept in memory by the event loop thread;
+        # the dead-letter counters belong to the queue thread.
         self.depth_rows = 0
         self.depth_points = 0
         self.depth_bytes = 0
@@ -128,6 +136,9 @@ class DurableQueue:
 
     async def open(self) -> None:
         await self._run(self._open)
+        self._reader = await asyncio.get_running_loop().run_in_executor(
+            self._read_executor, partial(connect, self.path, readonly=True)
+        )
         self._update_room()
 
     def _open(self) -> None:
@@ -142,11 +153,16 @@ class DurableQueue:
         self.dead_evicted = row[0] if row else 0
 
     async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         if self._conn is not None:
-            await self._run(self._close)
+            await self._run(self._close, self._take_deletes())
         self._executor.shutdown(wait=True)
+        self._read_executor.shutdown(wait=True)
 
-    def _close(self) -> None:
+    def _close(self, deletes: list[tuple[int, int]]) -> None:
+        self._delete_ranges(deletes)
         self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self.conn.close()
         self._conn = None
@@ -171,14 +187,23 @@ class DurableQueue:
         dead: Sequence[DeadLetter] = (),
         sensors: Sequence[tuple[str, str, dict[str, Any]]] = (),
     ) -> None:
-        await self._run(self._commit, entries, dead, sensors)
+        """One transaction: new segments, dead letters, sensor records, pending deletes."""
+        await self._run(self._commit, entries, dead, sensors, self._take_deletes())
+        self.depth_rows += len(entries)
+        self.depth_points += sum(e.points for e in entries)
+        self.depth_bytes += sum(e.size for e in entries)
         self._update_room()
+
+    def _take_deletes(self) -> list[tuple[int, int]]:
+        deletes, self._deletes = self._deletes, []
+        return deletes
 
     def _commit(
         self,
         entries: Sequence[Segment],
         dead: Sequence[DeadLetter],
         sensors: Sequence[tuple[str, str, dict[str, Any]]],
+        deletes: Sequence[tuple[int, int]],
     ) -> None:
         conn = self.conn
         conn.execute("BEGIN")
@@ -188,6 +213,8 @@ class DurableQueue:
                     "INSERT INTO queue (lines, points, first_ts_ms, received_ms) VALUES (?, ?, ?, ?)",
                     [(e.lines, e.points, e.first_ts_ms, e.received_ms) for e in entries],
                 )
+            if deletes:
+                conn.executemany("DELETE FROM queue WHERE id BETWEEN ? AND ?", deletes)
             evicted = self._insert_dead(dead) if dead else 0
             if sensors:
                 conn.executemany(
@@ -197,12 +224,14 @@ class DurableQueue:
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
+            self._deletes.extend(deletes)  # retried with the next commit
             raise
-        self.depth_rows += len(entries)
-        self.depth_points += sum(e.points for e in entries)
-        self.depth_bytes += sum(e.size for e in entries)
         self.dead_total += len(dead) - evicted
         self.dead_evicted += evicted
+
+    def _delete_ranges(self, deletes: Sequence[tuple[int, int]]) -> None:
+        if deletes:
+            self.conn.executemany("DELETE FROM queue WHERE id BETWEEN ? AND ?", deletes)
 
     def _insert_dead(self, dead: Sequence[DeadLetter]) -> int:
         conn = self.conn
@@ -230,10 +259,13 @@ class DurableQueue:
     # -- the writer side ---------------------------------------------------------------------
     async def read(self, after_id: int, max_points: int) -> list[StoredSegment]:
         """Rows with id > after_id in order, up to max_points points (at least one row)."""
-        return await self._run(self._read, after_id, max_points)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._read_executor, self._read, after_id, max_points
+        )
 
     def _read(self, after_id: int, max_points: int) -> list[StoredSegment]:
-        cursor = self.conn.execute(
+        assert self._reader is not None, "queue is not open"
+        cursor = self._reader.execute(
             "SELECT id, lines, points, first_ts_ms, received_ms FROM queue WHERE id > ? ORDER BY id LIMIT ?",
             (after_id, max_points),
         )
@@ -247,17 +279,26 @@ class DurableQueue:
         cursor.close()
         return rows
 
-    async def remove(self, rows: Sequence[StoredSegment]) -> None:
-        """Delete rows InfluxDB has confirmed (or that went to the dead-letter store)."""
-        await self._run(self._remove, rows)
-        self._update_room()
+    def remove(self, rows: Sequence[StoredSegment]) -> None:
+        """Rows InfluxDB confirmed (or that went to the dead-letter store) leave the queue.
 
-    def _remove(self, rows: Sequence[StoredSegment]) -> None:
-        # A batch is a contiguous id range read in order, so one range delete covers it.
-        self.conn.execute("DELETE FROM queue WHERE id BETWEEN ? AND ?", (rows[0].id, rows[-1].id))
+        They stop counting at once; the DELETE rides on the next commit (:meth:`flush` when idle).
+        A batch is a contiguous id range read in order, so one range covers it.
+        """
+        self._deletes.append((rows[0].id, rows[-1].id))
         self.depth_rows -= len(rows)
         self.depth_points -= sum(r.points for r in rows)
         self.depth_bytes -= sum(r.size for r in rows)
+        self._update_room()
+
+    @property
+    def has_pending_deletes(self) -> bool:
+        return bool(self._deletes)
+
+    async def flush(self) -> None:
+        """Apply pending deletes now (the writer calls this when ingest is idle)."""
+        if self._deletes:
+            await self.commit(())
 
     # -- the registry ------------------------------------------------------------------------
     async def load_sensors(self) -> list[dict[str, Any]]:

@@ -8,14 +8,13 @@ later (the contract allows additive change); a field that *is* known must be exa
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -36,8 +35,6 @@ MAX_VALUES: Final = 100
 MAX_READINGS: Final = 1000
 SENSOR_TYPE_PATTERN: Final = r"^[a-z][a-z0-9_]{0,31}$"
 VALUE_NAME_PATTERN: Final = r"^[a-z][a-z0-9_]{0,63}$"
-# Field names the pipeline itself writes next to the values; a value may not take them.
-RESERVED_VALUE_NAMES: Final = frozenset({"seq", "quality"})
 
 Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
 SensorType = Annotated[str, Field(pattern=SENSOR_TYPE_PATTERN)]
@@ -47,35 +44,44 @@ FiniteNumber = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 Seq = Annotated[int, Field(strict=True, ge=0, lt=2**63)]
 
 
-def _timestamp_to_ms(value: Any) -> Any:
-    """RFC 3339 strings become epoch ms; anything else is left for the strict int check."""
-    if not isinstance(value, str):
-        return value
-    if len(value) > 64:
-        raise ValueError("ts string is too long")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+_MAX_TS = 2**53  # epoch ms that a JSON number (IEEE double) still carries exactly
+
+
+def _rfc3339_to_ms(value: str) -> int:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise ValueError("ts is not an RFC 3339 time") from None
     if parsed.tzinfo is None:
         raise ValueError("ts needs a time zone (e.g. 'Z' or '+09:00')")
-    return int(parsed.timestamp() * 1000)
+    # integer arithmetic: float seconds * 1000 can land 1 ms off
+    ms = (parsed - _EPOCH) // timedelta(milliseconds=1)
+    if not 0 <= ms < _MAX_TS:
+        raise ValueError("ts is out of range")
+    return ms
 
 
-# Integer epoch milliseconds, or an RFC 3339 string with a zone; always normalised to ms.
-Timestamp = Annotated[
-    int,
-    BeforeValidator(_timestamp_to_ms),
-    Field(strict=True, ge=0, lt=2**53),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "integer", "minimum": 0, "description": "epoch milliseconds"},
-                {"type": "string", "format": "date-time", "description": "RFC 3339 with a time zone"},
-            ]
-        }
-    ),
-]
+if TYPE_CHECKING:  # after validation a timestamp is always integer epoch milliseconds
+    Timestamp = int
+else:
+    # Integers are checked in Rust with no Python call (the hot path); only strings reach
+    # _rfc3339_to_ms. "left_to_right": try the integer form first, then the string form.
+    Timestamp = Annotated[
+        Annotated[int, Field(strict=True, ge=0, lt=_MAX_TS)]
+        | Annotated[str, Field(max_length=64), AfterValidator(_rfc3339_to_ms)],
+        Field(union_mode="left_to_right"),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "integer", "minimum": 0, "description": "epoch milliseconds"},
+                    {"type": "string", "format": "date-time", "description": "RFC 3339 with a time zone"},
+                ]
+            }
+        ),
+    ]
 
 
 class Quality(StrEnum):
@@ -84,18 +90,7 @@ class Quality(StrEnum):
     BAD = "bad"
 
 
-def _no_reserved_names(values: dict[str, float]) -> dict[str, float]:
-    clash = RESERVED_VALUE_NAMES.intersection(values)
-    if clash:
-        raise ValueError(f"value names {sorted(clash)} are reserved")
-    return values
-
-
-Values = Annotated[
-    dict[ValueName, FiniteNumber],
-    Field(min_length=1, max_length=MAX_VALUES),
-    AfterValidator(_no_reserved_names),
-]
+Values = Annotated[dict[ValueName, FiniteNumber], Field(min_length=1, max_length=MAX_VALUES)]
 
 
 class Reading(BaseModel):

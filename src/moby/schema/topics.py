@@ -50,7 +50,7 @@ class Topic:
     def build(cls, factory_id: str, sensor_id: str, kind: TopicKind | str) -> Topic:
         """A topic from its parts, checking every ID."""
         for name, value in (("factory_id", factory_id), ("sensor_id", sensor_id)):
-            if not ID_RE.match(value):
+            if not ID_RE.fullmatch(value):  # fullmatch: "$" alone would accept a trailing "\n"
                 raise TopicError(f"{name} {value!r} does not match {ID_PATTERN}")
         return cls(factory_id, sensor_id, TopicKind(kind))
 

@@ -91,7 +91,12 @@ class Writer:
                 if self._stopping:
                     return
                 self._new_data.clear()
-                await self._new_data.wait()
+                try:
+                    await asyncio.wait_for(self._new_data.wait(), 1.0)
+                except TimeoutError:
+                    # Ingest is idle, so no commit will carry the confirmed rows' deletes.
+                    if self._queue.has_pending_deletes:
+                        await self._queue.flush()
                 continue
             now = time.monotonic()
             if self._unsent_since is None:
@@ -129,7 +134,7 @@ class Writer:
             body = b"".join(r.lines for r in rows)
             if await self._write_with_retry(body) is not None:
                 await self._isolate(rows)
-            await self._queue.remove(rows)
+            self._queue.remove(rows)
             self._metrics.batch_points.observe(points)
             now = time.time()
             for row in rows:

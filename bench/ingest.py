@@ -1,0 +1,474 @@
+"""`make bench`: the ingest spine under load, against its own ceilings, in one run.
+
+Starts a private Mosquitto and InfluxDB (free ports, temporary folder) and `moby serve` as a
+child process, then runs:
+
+1. ceiling-broker: `mosquitto_pub -l` alone (20 publishers, no subscriber) — the publisher's
+   own limit, which bounds every live measurement.
+2. burst: 100,000 single-reading QoS 1 messages from 20 sensors, published as fast as
+   `mosquitto_pub -l` can, into the running backend. Sustained msgs/s = N / (first publish →
+   last point stored). Zero loss is verified (count and every sensor's seq contiguous).
+3. drain: the same 100,000 messages queued at the broker while the backend is stopped, then
+   the backend started: how fast one backend empties a backlog.
+4. batch: 100-reading messages (readings/s), against the InfluxDB ceiling measured in the same
+   run: the same points, pre-encoded, POSTed straight to /write (5,000-point batches, 2 at a
+   time — what the backend's writer does).
+5. latency: a steady 10,000 msgs/s for 20 s; publish-to-stored latency per message, from the
+   time each message was written to the publisher to the first poll of InfluxDB (every 25 ms)
+   that shows its seq stored.
+
+Peak RSS of the backend is sampled throughout. Results print as a table and as JSON
+(--json FILE). The machine is shared and noisy: compare ratios, not absolute rates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from moby.broker.mosquitto import Mosquitto
+from moby.procs import ManagedProcess, free_port
+from moby.store.influxd import Influxd
+
+SENSORS = 20
+
+
+def telemetry(seq: int, ts: int, readings: int = 1) -> bytes:
+    if readings == 1:
+        return orjson.dumps(
+            {
+                "schema": "moby.telemetry.v1",
+                "sensor_type": "vibration",
+                "ts": ts,
+                "seq": seq,
+                "values": {"rms_velocity": 1.0 + seq % 7, "peak_accel": 0.5},
+            }
+        )
+    return orjson.dumps(
+        {
+            "schema": "moby.telemetry.v1",
+            "sensor_type": "vibration",
+            "readings": [
+                {
+                    "ts": ts + i,
+                    "seq": seq * readings + i,
+                    "values": {"rms_velocity": 1.0 + i % 7, "peak_accel": 0.5},
+                }
+                for i in range(readings)
+            ],
+        }
+    )
+
+
+def query(url: str, db: str, q: str) -> list[dict[str, Any]]:
+    params = urllib.parse.urlencode({"q": q, "db": db, "epoch": "ms"})
+    with urllib.request.urlopen(f"{url}/query?{params}", timeout=30) as r:
+        return orjson.loads(r.read())["results"]  # type: ignore[no-any-return]
+
+
+def stored(url: str, db: str) -> int:
+    try:
+        res = query(url, db, 'SELECT count("seq") FROM "raw"./.*/')
+    except OSError:
+        return -1
+    return sum(s["values"][0][1] for s in res[0].get("series", []))
+
+
+def seq_gaps(url: str, db: str, expected_per_sensor: int) -> int:
+    res = query(
+        url, db, 'SELECT count("seq"), min("seq"), max("seq") FROM "raw"."vibration" GROUP BY sensor_id'
+    )
+    bad = 0
+    for s in res[0].get("series", []):
+        _, count, lo, hi = s["values"][0]
+        if not (count == expected_per_sensor and lo == 0 and hi == expected_per_sensor - 1):
+            bad += 1
+    return bad
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.peak, self._stop = pid, 0.0, threading.Event()
+
+    def run(self) -> None:
+        while not self._stop.wait(0.2):
+            try:
+                self.peak = max(self.peak, rss_mb(self.pid))
+            except OSError:
+                return
+
+    def stop(self) -> float:
+        self._stop.set()
+        return self.peak
+
+
+def publish_files(port: int, files: list[tuple[str, bytes]]) -> float:
+    """One `mosquitto_pub -l -q 1` per topic, all at once; returns seconds until all exited.
+
+    Chunks of ≤ 50,000 lines: mosquitto_pub -l stops early past 65,535 lines (packet ids wrap).
+    """
+
+    def run(topic: str, data: bytes) -> None:
+        lines = data.split(b"\n")
+        for i in range(0, len(lines), 50_000):
+            chunk = b"\n".join(lines[i : i + 50_000]).strip(b"\n") + b"\n"
+            subprocess.run(
+                ["mosquitto_pub", "-p", str(port), "-q", "1", "-t", topic, "-l"],
+                input=chunk,
+                check=True,
+                timeout=600,
+            )
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=run, args=f) for f in files]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.monotonic() - started
+
+
+class Bench:
+    def __init__(self, workdir: Path) -> None:
+        self.dir = workdir
+        self.broker = Mosquitto(workdir / "mosquitto", free_port()).start()
+        self.influx = Influxd(workdir / "influxdb", free_port(), free_port()).start(timeout_s=60)
+        self.results: dict[str, Any] = {}
+
+    def backend(self, db: str, client_id: str, **env: str) -> ManagedProcess:
+        api_port = free_port()
+
+        def ready() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/readyz", timeout=1) as r:
+                    return bool(r.status == 200)
+            except OSError:
+                return False
+
+        return ManagedProcess(
+            "moby serve",
+            [sys.executable, "-m", "moby", "serve"],
+            log_path=self.dir / f"serve-{db}.log",
+            ready=ready,
+            env={
+                "MOBY_MQTT_URL": self.broker.url,
+                "MOBY_INFLUX_URL": self.influx.url,
+                "MOBY_INFLUX_DB": db,
+                "MOBY_DATA_DIR": str(self.dir / f"backend-{db}"),
+                "MOBY_API_PORT": str(api_port),
+                "MOBY_MQTT_CLIENT_ID": client_id,
+                "MOBY_MQTT_SHARE_GROUP": client_id,
+                "MOBY_LOG_LEVEL": "warning",
+                **env,
+            },
+        )
+
+    def files(self, factory: str, per_sensor: int, readings: int = 1) -> list[tuple[str, bytes]]:
+        now = int(time.time() * 1000) - per_sensor * readings - 60_000
+        return [
+            (
+                f"moby/{factory}/s{s}/telemetry",
+                b"\n".join(telemetry(i, now + i * readings, readings) for i in range(per_sensor)) + b"\n",
+            )
+            for s in range(SENSORS)
+        ]
+
+    def wait_stored(self, db: str, n: int, timeout: float = 600) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if stored(self.influx.url, db) >= n:
+                return time.monotonic()
+            time.sleep(0.05)
+        raise TimeoutError(f"{db}: {stored(self.influx.url, db)} of {n} stored")
+
+    def cpu(self, extra: dict[str, int]) -> dict[str, float]:
+        pids = {"mosquitto": self.broker.pid, "influxd": self.influx.pid, **extra}
+        return {k: cpu_seconds(p) for k, p in pids.items()}
+
+    # -- scenarios ------------------------------------------------------------------------------
+    def ceiling_broker(self, n: int) -> None:
+        files = self.files("ceil", n // SENSORS)
+        seconds = publish_files(self.broker.port, files)
+        self.results["ceiling_publish"] = {"messages": n, "seconds": seconds, "msgs_per_s": n / seconds}
+
+    def burst(self, n: int) -> None:
+        db = "bench_burst"
+        backend = self.backend(db, "bench-burst").start(timeout_s=60)
+        rss = RssSampler(backend.pid)
+        rss.start()
+        files = self.files("burst", n // SENSORS)
+        c0 = self.cpu({"backend": backend.pid})
+        started = time.monotonic()
+        publish_s = publish_files(self.broker.port, files)
+        done = self.wait_stored(db, n)
+        c1 = self.cpu({"backend": backend.pid})
+        count = stored(self.influx.url, db)
+        gaps = seq_gaps(self.influx.url, db, n // SENSORS)
+        backend.stop()
+        self.results["burst"] = {
+            "messages": n,
+            "publish_msgs_per_s": n / publish_s,
+            "msgs_per_s": n / (done - started),
+            "stored": count,
+            "lost": n - count,
+            "sensors_with_gaps": gaps,
+            "peak_rss_mb": rss.stop(),
+            "cpu_s": {k: round(c1[k] - c0[k], 2) for k in c0},
+        }
+
+    def drain(self, n: int) -> None:
+        db = "bench_drain"
+        backend = self.backend(db, "bench-drain")
+        backend.start(timeout_s=60)
+        backend.stop()  # the session (and its subscription) now exists at the broker
+        publish_files(self.broker.port, self.files("drain", n // SENSORS))
+        started = time.monotonic()
+        backend.start(timeout_s=60)
+        rss = RssSampler(backend.pid)
+        rss.start()
+        done = self.wait_stored(db, n)
+        count = stored(self.influx.url, db)
+        backend.stop()
+        self.results["drain"] = {
+            "messages": n,
+            "msgs_per_s": n / (done - started),
+            "lost": n - count,
+            "peak_rss_mb": rss.stop(),
+        }
+
+    def batch(self, messages: int, readings: int = 100) -> None:
+        # The ceiling first: the same kind of points, pre-encoded, POSTed directly.
+        total = messages * readings
+        now = int(time.time() * 1000) - total - 60_000
+        body_lines = [
+            f"vibration,factory_id=ceil,sensor_id=s{i % SENSORS} rms_velocity={1.0 + i % 7!r},peak_accel=0.5,"
+            f"seq={i}i {now + i}".encode()
+            for i in range(total)
+        ]
+        batches = [b"\n".join(body_lines[i : i + 5000]) + b"\n" for i in range(0, total, 5000)]
+        urllib.request.urlopen(
+            urllib.request.Request(f"{self.influx.url}/query?q=CREATE+DATABASE+bench_ceiling", method="POST"),
+            timeout=10,
+        ).close()
+        started = time.monotonic()
+        lock = threading.Lock()
+
+        def post_all() -> None:
+            while True:
+                with lock:
+                    if not batches:
+                        return
+                    body = batches.pop()
+                req = urllib.request.Request(
+                    f"{self.influx.url}/write?db=bench_ceiling&precision=ms", data=body, method="POST"
+                )
+                urllib.request.urlopen(req, timeout=60).close()
+
+        threads = [threading.Thread(target=post_all) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        ceiling = total / (time.monotonic() - started)
+
+        db = "bench_batch"
+        backend = self.backend(db, "bench-batch").start(timeout_s=60)
+        rss = RssSampler(backend.pid)
+        rss.start()
+        files = self.files("batch", messages // SENSORS, readings)
+        started = time.monotonic()
+        publish_files(self.broker.port, files)
+        done = self.wait_stored(db, total)
+        count = stored(self.influx.url, db)
+        backend.stop()
+        rate = total / (done - started)
+        self.results["batch"] = {
+            "messages": messages,
+            "readings": total,
+            "readings_per_s": rate,
+            "lost": total - count,
+            "influx_ceiling_points_per_s": ceiling,
+            "ratio_to_ceiling": rate / ceiling,
+            "peak_rss_mb": rss.stop(),
+        }
+
+    def latency(self, rate: float, seconds: float) -> None:
+        db = "bench_latency"
+        backend = self.backend(db, "bench-latency").start(timeout_s=60)
+        procs = [
+            subprocess.Popen(
+                [
+                    "mosquitto_pub",
+                    "-p",
+                    str(self.broker.port),
+                    "-q",
+                    "1",
+                    "-t",
+                    f"moby/lat/s{s}/telemetry",
+                    "-l",
+                ],
+                stdin=subprocess.PIPE,
+            )
+            for s in range(SENSORS)
+        ]
+        sent_at: list[list[float]] = [[] for _ in range(SENSORS)]
+        stop = threading.Event()
+        observed: list[dict[int, float]] = [{} for _ in range(SENSORS)]
+
+        def poll() -> None:
+            last = [-1] * SENSORS
+            while not stop.is_set() or any(last[s] < len(sent_at[s]) - 1 for s in range(SENSORS)):
+                t = time.monotonic()
+                try:
+                    res = query(
+                        self.influx.url, db, 'SELECT last("seq") FROM "raw"."vibration" GROUP BY sensor_id'
+                    )
+                except OSError:
+                    time.sleep(0.025)
+                    continue
+                for series in res[0].get("series", []):
+                    s = int(series["tags"]["sensor_id"][1:])
+                    top = series["values"][0][1]
+                    for seq in range(last[s] + 1, top + 1):
+                        observed[s][seq] = t
+                    last[s] = max(last[s], top)
+                time.sleep(max(0.0, 0.025 - (time.monotonic() - t)))
+                if stop.is_set() and time.monotonic() - stop_time[0] > 30:
+                    return
+
+        stop_time = [0.0]
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        started = time.monotonic()
+        sent = 0
+        last_ts = [0] * SENSORS
+        while time.monotonic() - started < seconds:
+            due = int((time.monotonic() - started) * rate)
+            while sent < due:
+                s = sent % SENSORS
+                seq = len(sent_at[s])
+                ts = max(int(time.time() * 1000), last_ts[s] + 1)
+                last_ts[s] = ts
+                stdin = procs[s].stdin
+                assert stdin is not None
+                stdin.write(telemetry(seq, ts) + b"\n")
+                stdin.flush()
+                sent_at[s].append(time.monotonic())
+                sent += 1
+            time.sleep(0.002)
+        stop_time[0] = time.monotonic()
+        stop.set()
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.close()
+            p.wait(60)
+        poller.join(60)
+        backend.stop()
+        lat = sorted(
+            observed[s][i] - sent_at[s][i]
+            for s in range(SENSORS)
+            for i in range(len(sent_at[s]))
+            if i in observed[s]
+        )
+        missing = sent - len(lat)
+        self.results["latency"] = {
+            "target_msgs_per_s": rate,
+            "achieved_msgs_per_s": sent / seconds,
+            "messages": sent,
+            "p50_s": lat[len(lat) // 2] if lat else None,
+            "p99_s": lat[int(len(lat) * 0.99)] if lat else None,
+            "max_s": lat[-1] if lat else None,
+            "not_seen": missing,
+            "poll_interval_s": 0.025,
+        }
+
+    def close(self) -> None:
+        self.influx.stop()
+        self.broker.stop()
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "mem_gib": round(int(mem) / 1024 / 1024, 1),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "mosquitto": subprocess.run(["mosquitto", "-h"], capture_output=True, text=True).stdout.splitlines()[
+            0
+        ],
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--batch-messages", type=int, default=4_000)
+    parser.add_argument("--latency-rate", type=float, default=10_000)
+    parser.add_argument("--latency-seconds", type=float, default=20)
+    parser.add_argument("--only", nargs="*", default=["ceiling", "burst", "drain", "batch", "latency"])
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="moby-bench-") as tmp:
+        bench = Bench(Path(tmp))
+        try:
+            steps = {
+                "ceiling": lambda: bench.ceiling_broker(args.messages),
+                "burst": lambda: bench.burst(args.messages),
+                "drain": lambda: bench.drain(args.messages),
+                "batch": lambda: bench.batch(args.batch_messages),
+                "latency": lambda: bench.latency(args.latency_rate, args.latency_seconds),
+            }
+            for name in args.only:
+                print(f"… {name}", file=sys.stderr, flush=True)
+                steps[name]()
+        finally:
+            bench.close()
+    results = {"machine": machine(), **bench.results}
+    if "burst" in results and "ceiling_publish" in results:
+        results["burst"]["ratio_to_publisher_ceiling"] = (
+            results["burst"]["msgs_per_s"] / results["ceiling_publish"]["msgs_per_s"]
+        )
+    print(json.dumps(results, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,250 @@
+"""A lean MQTT v5 subscriber connection: asyncio transport + the ``mqtt5`` packet codec (Rust).
+
+Why not a full client library: the backend's hot path is "parse a PUBLISH, hand it on, later
+acknowledge a whole group of them at once". gmqtt spends ~25 µs of Python per QoS 1 message in
+its own framing, property parsing and per-message PUBACK writes, which capped one backend near
+5,000 msgs/s with acknowledge-after-commit (docs/BENCHMARKS.md has the measurements). Here the
+``mqtt5`` package (a sans-I/O codec written in Rust) decodes a PUBLISH in under 1 µs and
+acknowledgements leave in one socket write per durable group.
+
+What this connection does: CONNECT with a persistent session (clean start off, session expiry,
+receive maximum), SUBSCRIBE, QoS 0 and QoS 1 PUBLISH in, PUBACKs out when the caller says so,
+PINGREQ keep-alive with a dead-peer timeout, DISCONNECT (normal, keeping the session). It
+subscribes with a maximum QoS of 1, so the broker never sends QoS 2. Reconnection with backoff
+is :class:`MqttSubscriber`'s loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import mqtt5
+import structlog
+
+log = structlog.get_logger(__name__)
+
+
+class MqttError(Exception):
+    """The broker refused us, or spoke something we do not accept."""
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    client_id: str
+    username: str | None = None
+    password: str | None = None
+    keepalive_s: int = 30
+    session_expiry_s: int = 7 * 86400
+    receive_maximum: int = 1000
+    clean_start: bool = False
+
+
+def _frame_length(buffer: bytearray, offset: int, end: int) -> int | None:
+    """Total length of the packet starting at ``offset``, or None while its header is incomplete.
+
+    The fixed header is one type/flags byte and the remaining length as a 1-4 byte varint.
+    """
+    length, shift, pos = 0, 0, offset + 1
+    while pos < end:
+        byte = buffer[pos]
+        pos += 1
+        length |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return pos - offset + length
+        shift += 7
+        if shift > 21:
+            raise MqttError("malformed remaining length")
+    return None
+
+
+def puback(mid: int) -> bytes:
+    """An MQTT v5 PUBACK with reason Success and no properties (the 2-byte short form, §3.4.2.1)."""
+    return b"\x40\x02" + mid.to_bytes(2, "big")
+
+
+# on_publish(connection, topic, payload, qos, packet_id); for QoS 1 the receiver must later
+# call connection.ack([...packet ids...]) once the message is safe.
+PublishHandler = Callable[["MqttConnection", str, bytes, int, int], None]
+
+
+class MqttConnection(asyncio.Protocol):
+    """One network connection to the broker (one CONNECT … until it is lost)."""
+
+    def __init__(self, on_publish: PublishHandler) -> None:
+        self._on_publish = on_publish
+        self._buffer = bytearray()
+        self._transport: asyncio.Transport | None = None
+        self._waiters: dict[type, asyncio.Future[Any]] = {}
+        self.closed: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
+        self.last_received = time.monotonic()
+
+    # -- asyncio.Protocol ------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]  # uvloop's is not an asyncio.Transport subclass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        if not self.closed.done():
+            self.closed.set_result(exc)
+        for waiter in self._waiters.values():
+            if not waiter.done():
+                waiter.set_exception(ConnectionError("connection lost"))
+
+    def data_received(self, data: bytes) -> None:
+        self.last_received = time.monotonic()
+        buffer = self._buffer
+        buffer += data
+        view = memoryview(buffer)
+        offset, end = 0, len(buffer)
+        try:
+            while True:
+                total = _frame_length(buffer, offset, end)
+                if total is None or end - offset < total:
+                    break
+                packet, _ = mqtt5.read(view[offset : offset + total])
+                offset += total
+                if isinstance(packet, mqtt5.PublishPacket):
+                    self._on_publish(
+                        self, packet.topic, packet.payload, int(packet.qos), packet.packet_id or 0
+                    )
+                else:
+                    self._dispatch(packet)
+        except (MqttError, ValueError, IndexError) as exc:
+            # Only the codec and the framing raise these (the handler reports bad input as data).
+            log.error("protocol error from the broker; dropping the connection", error=str(exc))
+            view.release()
+            self.abort(exc)
+            return
+        view.release()
+        del buffer[:offset]
+
+    def _dispatch(self, packet: Any) -> None:
+        if isinstance(packet, mqtt5.PingRespPacket):
+            return
+        if isinstance(packet, mqtt5.DisconnectPacket):
+            log.warning("broker disconnected us", reason=str(packet.reason_code), detail=packet.reason_str)
+            self.abort(MqttError(f"DISCONNECT from broker: {packet.reason_code}"))
+            return
+        waiter = self._waiters.pop(type(packet), None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(packet)
+        else:
+            log.debug("unexpected packet", packet=type(packet).__name__)
+
+    # -- sending ---------------------------------------------------------------------------------
+    @property
+    def open(self) -> bool:
+        return self._transport is not None and not self._transport.is_closing()
+
+    def send(self, data: bytes) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+
+    def pause_reading(self) -> None:
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
+
+    def ack(self, packet_ids: Sequence[int]) -> None:
+        """PUBACK these QoS 1 messages in one write (dropped if this connection is gone:
+        the broker then redelivers them on the next connection of the session)."""
+        if packet_ids and self.open:
+            self.send(b"".join(puback(mid) for mid in packet_ids))
+
+    async def request(self, packet: Any, reply: type, timeout_s: float = 10.0) -> Any:
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiters[reply] = waiter
+        self.send(packet.write())
+        return await asyncio.wait_for(waiter, timeout_s)
+
+    def abort(self, exc: Exception | None = None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(exc)
+        if self._transport is not None:
+            self._transport.abort()
+
+    async def disconnect(self) -> None:
+        """A normal DISCONNECT: the broker keeps our session (and queues for it)."""
+        if self.open:
+            self.send(mqtt5.DisconnectPacket().write())
+            assert self._transport is not None
+            self._transport.close()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.closed), 5)
+
+
+async def open_connection(
+    host: str,
+    port: int,
+    options: SessionOptions,
+    on_publish: PublishHandler,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    timeout_s: float = 10.0,
+) -> tuple[MqttConnection, bool]:
+    """Connect and complete the MQTT handshake; returns the connection and session_present."""
+    loop = asyncio.get_running_loop()
+    _, conn = await asyncio.wait_for(
+        loop.create_connection(
+            lambda: MqttConnection(on_publish),
+            host,
+            port,
+            ssl=ssl_context,
+            server_hostname=host if ssl_context else None,
+        ),
+        timeout_s,
+    )
+    connect = mqtt5.ConnectPacket(
+        client_id=options.client_id,
+        username=options.username,
+        password=options.password.encode() if options.password is not None else None,
+        clean_start=options.clean_start,
+        keep_alive=options.keepalive_s,
+        session_expiry_interval=options.session_expiry_s,
+        receive_max=options.receive_maximum,
+    )
+    try:
+        connack = await conn.request(connect, mqtt5.ConnAckPacket, timeout_s)
+    except BaseException:
+        conn.abort()
+        raise
+    if connack.reason_code != mqtt5.ConnAckReasonCode.SUCCESS:
+        conn.abort()
+        raise MqttError(f"CONNACK refused: {connack.reason_code} {connack.reason_str or ''}".strip())
+    return conn, bool(connack.session_present)
+
+
+async def subscribe(
+    conn: MqttConnection, filters: Sequence[str], qos: int = 1, timeout_s: float = 10.0
+) -> None:
+    packet = mqtt5.SubscribePacket(
+        packet_id=1,
+        topic_filters=[mqtt5.TopicFilter(f, max_qos=mqtt5.QoS(qos)) for f in filters],
+    )
+    suback = await conn.request(packet, mqtt5.SubAckPacket, timeout_s)
+    granted = [int(code.value) if hasattr(code, "value") else int(code) for code in suback.reason_codes]
+    refused = [f for f, code in zip(filters, granted, strict=True) if code >= 0x80]
+    if refused:
+        raise MqttError(f"subscription refused by the broker: {refused} (codes {granted})")
+
+
+async def keepalive(conn: MqttConnection, keepalive_s: int) -> None:
+    """PINGREQ at half the keep-alive; drop the connection if the broker goes silent."""
+    ping = mqtt5.PingReqPacket().write()
+    interval = max(1.0, keepalive_s / 2)
+    while conn.open:
+        await asyncio.sleep(interval)
+        if time.monotonic() - conn.last_received > keepalive_s * 1.5:
+            log.warning("broker silent past the keep-alive; reconnecting")
+            conn.abort(TimeoutError("keep-alive timeout"))
+            return
+        conn.send(ping)
