@@ -69,6 +69,7 @@ class Settings(BaseSettings):
     influx_username: str | None = None
     influx_password: SecretStr | None = None
     batch_max_points: Annotated[int, Field(ge=1)] = 5000
+    batch_min_points: Annotated[int, Field(ge=1)] = 1000
     batch_linger_s: Annotated[float, Field(ge=0)] = 1.0
     write_concurrency: Annotated[int, Field(ge=1, le=16)] = 2
     write_timeout_s: float = 15.0

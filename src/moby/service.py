@@ -73,6 +73,7 @@ class Engine:
             self.metrics,
             new_data=self.committer.committed,
             batch_max_points=s.batch_max_points,
+            batch_min_points=s.batch_min_points,
             batch_linger_s=s.batch_linger_s,
             concurrency=s.write_concurrency,
             retry_initial_s=s.retry_initial_s,

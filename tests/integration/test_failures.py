@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 
+import orjson
 import pytest
 
 from tests.support import (
     StreamPublisher,
     count_points,
+    http_json,
     mosquitto_pub_lines,
     rss_mb,
     telemetry,
@@ -126,7 +129,8 @@ def test_full_queue_holds_acks_and_broker_keeps_the_backlog(own_influxd, broker,
     mosquitto_pub_lines(broker.port, "moby/f1/s1/telemetry", [telemetry(i, now - n + i) for i in range(n)])
     wait_until(lambda: backend.metric("moby_queue_full") == 1, 30, what="queue full")
     assert backend.metric("moby_queue_depth_bytes") <= 1024 * 1024 + 300_000
-    status = backend.get("/readyz") if False else None  # noqa: F841 - readiness is 503 with the DB down
+    status, body = http_json(backend.api + "/readyz")
+    assert status == 503 and body["influx"] is False and body["queue_full"] is True
     own_influxd.start(timeout_s=60)
     wait_until(lambda: count_points(own_influxd.url, backend.db) == n, 120, interval=1, what=f"{n} points")
     assert backend.metric("moby_queue_full") == 0
@@ -144,3 +148,83 @@ def test_sigterm_flushes_the_queue_and_exits_cleanly(broker, influxd, make_backe
     assert backend.proc is not None
     assert backend.proc.wait(30) == 0
     assert backend.stored() == 800
+
+
+def _bad_corpus(now: int) -> list[tuple[str, bytes, str]]:
+    """(topic, payload, expected reason) — every way a sensor or an attacker can get it wrong."""
+    good = {
+        "schema": "moby.telemetry.v1",
+        "sensor_type": "vibration",
+        "ts": now,
+        "seq": 1,
+        "values": {"x": 1.0},
+    }
+
+    def tel(**change: object) -> bytes:
+        return orjson.dumps({**good, **change})
+
+    t = "moby/f1/s1/telemetry"
+    return [
+        (t, b"{not json", "invalid_json"),
+        (t, b"\xff\xfe\x00garbage", "invalid_json"),
+        (
+            t,
+            b'{"schema":"moby.telemetry.v1","sensor_type":"vibration","ts":1,"seq":1,"values":{"x":NaN}}',
+            "invalid_schema",
+        ),
+        (
+            t,
+            b'{"schema":"moby.telemetry.v1","sensor_type":"vibration","ts":1,"seq":1,"values":{"x":Infinity}}',
+            "invalid_schema",
+        ),
+        (t, tel(values={"x": "1.5"}), "invalid_schema"),
+        (t, tel(values={"x": True}), "invalid_schema"),
+        (t, tel(seq=-1), "invalid_schema"),
+        (t, tel(schema="moby.telemetry.v2"), "invalid_schema"),
+        (t, tel(values={}), "invalid_schema"),
+        (t, tel(values={"seq": 1.0}), "invalid_schema"),
+        (t, tel(sensor_type="Vibration; DROP"), "invalid_schema"),
+        (t, tel(values={'x" OR 1=1 --': 1.0}), "invalid_schema"),
+        (t, tel(ts=now - 8 * 86400 * 1000), "time_out_of_range"),
+        (t, tel(ts=now + 3600 * 1000), "time_out_of_range"),
+        (t, tel(sensor_id="s2"), "identity_mismatch"),
+        (t, tel(factory_id="f9"), "identity_mismatch"),
+        (t, tel(values={"x": 1.0}, pad="x" * 300_000), "too_large"),
+        ("moby/f1/s,1=x/telemetry", tel(), "invalid_topic"),
+        ("moby/f1/s 1/telemetry", tel(), "invalid_topic"),
+        ("moby/f'1/s1/telemetry", tel(), "invalid_topic"),
+        ("moby/f1/" + "s" * 65 + "/telemetry", tel(), "invalid_topic"),
+        ("moby/f1/s1/status", b'{"schema":"moby.status.v1","online":"yes"}', "invalid_schema"),
+        ("moby/f1/s1/health", b'{"schema":"moby.health.v1","ts":1}', "invalid_schema"),
+    ]
+
+
+def test_malformed_input_is_dead_lettered_never_stored_and_nothing_stalls(
+    broker, influxd, make_backend
+) -> None:
+    backend = make_backend(broker, influxd)
+    now = int(time.time() * 1000)
+    corpus = _bad_corpus(now)
+    for topic, payload, _ in corpus:
+        subprocess.run(
+            ["mosquitto_pub", "-p", str(broker.port), "-q", "1", "-t", topic, "-s", "-V", "mqttv5"],
+            input=payload,
+            check=True,
+            timeout=30,
+        )
+    wait_until(lambda: backend.get("/api/v1/dlq")["total"] >= len(corpus), 30, what="dead letters")
+    time.sleep(0.5)
+    dlq = backend.get(f"/api/v1/dlq?limit={2 * len(corpus)}")
+    assert dlq["total"] == len(corpus)
+    # newest first: the same order reversed, each with the reason it deserved
+    assert [(i["topic"], i["reason"]) for i in reversed(dlq["items"])] == [(t, r) for t, _, r in corpus]
+    assert all(item["detail"] for item in dlq["items"])
+    assert backend.stored() <= 0  # nothing reached InfluxDB
+    status, body = http_json(backend.api + "/readyz")
+    assert status == 200, body
+    # and the pipeline still flows
+    mosquitto_pub_lines(broker.port, "moby/f1/s1/telemetry", [telemetry(7, now)])
+    wait_until(lambda: backend.stored() == 1, 20, what="the good message after the bad ones")
+    for reason in {r for _, _, r in corpus}:
+        expected = sum(1 for _, _, r in corpus if r == reason)
+        assert backend.metric("moby_messages_rejected_total", f'reason="{reason}"') == expected

@@ -107,26 +107,43 @@ def test_rfc3339_timestamps_become_epoch_ms(ts: str) -> None:
     assert parse(batch({"ts": ts, "seq": 1, "values": {"a": 1}})).iter_readings()[0].ts == TS
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 @given(
-    st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2100, 1, 1)),
+    st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(9999, 1, 1)),
     st.integers(min_value=-12 * 60, max_value=14 * 60),
 )
-def test_rfc3339_with_any_offset_is_exact_to_the_ms(moment: datetime, offset_min: int) -> None:
-    moment = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
-    zone = timezone(timedelta(minutes=offset_min))
-    local = moment.replace(tzinfo=UTC).astimezone(zone)
-    want = (moment.replace(tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
-    text = local.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    assert parse(single(ts=text)).iter_readings()[0].ts == want
+def test_rfc3339_with_any_offset_is_the_same_instant(moment: datetime, offset_min: int) -> None:
+    # Whole seconds: the offset arithmetic is what is checked here (milliseconds: see below).
+    moment = moment.replace(microsecond=0, tzinfo=UTC)
+    local = moment.astimezone(timezone(timedelta(minutes=offset_min)))
+    text = local.isoformat().replace("+00:00", "Z")
+    assert parse(single(ts=text)).iter_readings()[0].ts == (moment - EPOCH) // timedelta(milliseconds=1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: payloads._timestamp_to_ms goes through float seconds and loses a ms in some years",
+@pytest.mark.parametrize(
+    ("text", "ms"),
+    [
+        ("1970-01-01T00:00:00.001Z", 1),
+        ("2025-11-26T06:40:51.999Z", 1764139251999),
+        ("2025-11-26T06:40:51.123999Z", 1764139251123),  # sub-millisecond digits are cut, not rounded
+        ("2025-11-26T06:40:51.001+14:00", 1764088851001),
+        ("2025-11-26T06:40:51.100-12:00", 1764182451100),
+    ],
 )
-def test_rfc3339_far_future_is_exact_to_the_ms() -> None:
-    # Valid for the model (ts < 2^53 ms); health and status timestamps have no time window.
-    assert parse(single(ts="2106-11-21T10:18:41.117Z")).iter_readings()[0].ts == 4319777921117
+def test_rfc3339_milliseconds(text: str, ms: int) -> None:
+    assert parse(single(ts=text)).iter_readings()[0].ts == ms
+
+
+@pytest.mark.parametrize(
+    ("text", "ms"),
+    [("2038-02-01T00:00:00.002Z", 2148595200002), ("2106-11-21T10:18:41.117Z", 4319777921117)],
+)
+def test_rfc3339_milliseconds_are_exact(text: str, ms: int) -> None:
+    # Found by hypothesis: float seconds * 1000 used to land 1 ms short. Valid for the model
+    # (ts < 2^53 ms); health and status timestamps have no time window, so they are stored as is.
+    assert parse(single(ts=text)).iter_readings()[0].ts == ms
 
 
 def test_ints_are_accepted_as_values_and_kept_as_numbers() -> None:
@@ -190,15 +207,13 @@ def test_bad_value_names(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["seq", "quality"])
-def test_reserved_value_names(name: str) -> None:
-    error = rejected(single(values={"a": 1.0, name: 2.0}))
-    assert "reserved" in str(error)
-    rejected(batch({"ts": TS, "seq": 1, "values": {name: 1.0}}))
+def test_reserved_value_names_are_left_to_the_processor(name: str) -> None:
+    # The pipeline writes `seq` and `quality` itself; moby.ingest.process refuses values that
+    # take those names (see tests/unit/test_process.py), the model only checks the shape.
+    assert name in parse(single(values={"a": 1.0, name: 2.0})).iter_readings()[0].values
 
 
-@pytest.mark.parametrize(
-    "sensor_type", ["Vibration", "1x", "_x", "x-y", "x y", "a" * 33, "", "x\n", None, 5]
-)
+@pytest.mark.parametrize("sensor_type", ["Vibration", "1x", "_x", "x-y", "x y", "a" * 33, "", "x\n", None, 5])
 def test_bad_sensor_type(sensor_type: Any) -> None:
     rejected(single(sensor_type=sensor_type))
 
@@ -333,7 +348,6 @@ def test_bad_status(change: dict[str, Any]) -> None:
         STATUS.validate_json(orjson.dumps({"schema": "moby.status.v1", "online": True, **change}))
 
 
-@pytest.mark.xfail(strict=True, reason="src bug: Status.online is a lax bool; 'yes' and 1 are accepted")
 @pytest.mark.parametrize("online", ["yes", "false", 1])
 def test_status_online_must_be_a_json_bool(online: Any) -> None:
     with pytest.raises(ValidationError):
@@ -354,8 +368,6 @@ def test_topics_round_trip(factory_id: str, sensor_id: str, kind: TopicKind) -> 
 
 @given(st.text(max_size=70).filter(lambda s: "/" not in s and not re.fullmatch(ID_PATTERN[1:-1], s)))
 def test_non_ids_are_rejected(bad: str) -> None:
-    if bad.endswith("\n") and re.fullmatch(ID_PATTERN[1:-1], bad[:-1]):
-        return  # the trailing-newline case has its own (xfail) test below
     for topic in (f"moby/{bad}/s1/telemetry", f"moby/f1/{bad}/telemetry"):
         with pytest.raises(TopicError):
             parse_topic(topic)
@@ -412,14 +424,13 @@ def test_invalid_topics(topic: str) -> None:
         parse_topic(topic)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: topics.py checks IDs with ID_RE.match; '$' also matches before a final newline",
-)
-@pytest.mark.parametrize("topic", ["moby/f1/s1\n/telemetry", "moby/f1\n/s1/status"])
+@pytest.mark.parametrize("topic", ["moby/f1/s1\n/telemetry", "moby/f1\n/s1/status", "moby/f1/s1/status\n"])
 def test_ids_with_a_trailing_newline_are_rejected(topic: str) -> None:
+    # re.match with "$" would accept "s1\n": the whole ID must match.
     with pytest.raises(TopicError):
         parse_topic(topic)
+    with pytest.raises(TopicError):
+        Topic.build("f1\n", "s1", TopicKind.TELEMETRY)
 
 
 def test_kinds_and_subscriptions() -> None:

@@ -143,6 +143,7 @@ class DurableQueue:
 
     def _open(self) -> None:
         self._conn = connect(self.path, sync=self._sync)
+        self._migrate()
         rows, points, size = self.conn.execute(
             f"SELECT count(*), coalesce(sum(points), 0), "
             f"coalesce(sum(length(lines) + {ROW_OVERHEAD}), 0) FROM queue"
@@ -151,6 +152,15 @@ class DurableQueue:
         self.dead_total = self.conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
         row = self.conn.execute("SELECT value FROM meta WHERE key='dead_evicted'").fetchone()
         self.dead_evicted = row[0] if row else 0
+
+    def _migrate(self) -> None:
+        """Bring a queue file from an older release to this schema (``PRAGMA user_version``)."""
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version < 2:
+            columns = {row[1] for row in self.conn.execute("PRAGMA table_info(queue)")}
+            if "topic" in columns:  # 0.1 kept one row per message with its topic
+                self.conn.execute("ALTER TABLE queue DROP COLUMN topic")
+            self.conn.execute("PRAGMA user_version = 2")
 
     async def close(self) -> None:
         if self._reader is not None:
@@ -285,6 +295,8 @@ class DurableQueue:
         They stop counting at once; the DELETE rides on the next commit (:meth:`flush` when idle).
         A batch is a contiguous id range read in order, so one range covers it.
         """
+        if not rows:
+            return
         self._deletes.append((rows[0].id, rows[-1].id))
         self.depth_rows -= len(rows)
         self.depth_points -= sum(r.points for r in rows)

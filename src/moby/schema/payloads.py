@@ -90,7 +90,15 @@ class Quality(StrEnum):
     BAD = "bad"
 
 
-Values = Annotated[dict[ValueName, FiniteNumber], Field(min_length=1, max_length=MAX_VALUES)]
+Values = Annotated[
+    dict[ValueName, FiniteNumber],
+    Field(
+        min_length=1,
+        max_length=MAX_VALUES,
+        description="value name → finite number. The MOBY backend stores 'seq' and 'quality' as "
+        "fields of their own and rejects readings that use them as value names.",
+    ),
+]
 
 
 class Reading(BaseModel):
@@ -173,7 +181,7 @@ class Status(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     schema_: Literal["moby.status.v1"] = Field(alias="schema")
-    online: bool
+    online: Annotated[bool, Field(strict=True)]
     ts: Timestamp | None = None
     sensor_type: SensorType | None = None
     model: Annotated[str, Field(max_length=128)] | None = None

@@ -93,6 +93,7 @@ class Bootstrap:
 
     async def run(self) -> None:
         """Create what is missing and correct what differs; safe to run any number of times."""
+        self._cq_fields.clear()  # the database may have been dropped, its queries with it
         await self.client.execute(f"CREATE DATABASE {quote_ident(self.db)}", database="")
         results = await self.client.query(f"SHOW RETENTION POLICIES ON {quote_ident(self.db)}")
         existing = {row["name"]: row for row in series_rows(results[0])}

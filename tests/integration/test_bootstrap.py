@@ -1,0 +1,191 @@
+"""moby.store.bootstrap against a real InfluxDB 1.x: retention policies and the 1-minute rollups."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from moby.store.bootstrap import CQ_PREFIX, RAW, ROLLUP_1M, Bootstrap, rollup_select
+from moby.store.influx import InfluxClient, series_rows
+from moby.store.influxd import Influxd
+
+pytestmark = pytest.mark.integration
+
+MINUTE_MS = 60_000
+
+
+@pytest.fixture
+async def client(influxd: Influxd, db_name: str) -> AsyncIterator[InfluxClient]:
+    c = InfluxClient(influxd.url, db_name)
+    yield c
+    try:
+        await c.execute(f'DROP DATABASE "{db_name}"', database="")
+    finally:
+        await c.close()
+
+
+async def policies(client: InfluxClient) -> dict[str, tuple[str, bool]]:
+    results = await client.query(f'SHOW RETENTION POLICIES ON "{client.database}"')
+    return {row["name"]: (row["duration"], row["default"]) for row in series_rows(results[0])}
+
+
+async def continuous_queries(client: InfluxClient) -> dict[str, str]:
+    results = await client.query("SHOW CONTINUOUS QUERIES", database="")
+    return {
+        row["name"]: row["query"] for row in series_rows(results[0]) if row["_measurement"] == client.database
+    }
+
+
+async def rows(client: InfluxClient, rp: str, measurement: str) -> list[dict[str, Any]]:
+    q = f'SELECT * FROM "{client.database}"."{rp}"."{measurement}" GROUP BY * ORDER BY time'
+    return series_rows((await client.query(q))[0])
+
+
+def minute_start(minutes_ago: int) -> int:
+    now = int(time.time() * 1000)
+    return now - now % MINUTE_MS - minutes_ago * MINUTE_MS
+
+
+async def test_run_is_idempotent(client: InfluxClient) -> None:
+    boot = Bootstrap(client)
+    await boot.run()
+    first = await policies(client)
+    assert first[RAW] == ("720h0m0s", True)
+    assert first[ROLLUP_1M] == ("8760h0m0s", False)
+    await boot.run()
+    await Bootstrap(client).run()  # a restarted backend
+    assert await policies(client) == first
+    assert [name for name, (_, default) in first.items() if default] == [RAW]
+
+
+async def test_a_changed_retention_is_altered(client: InfluxClient) -> None:
+    await Bootstrap(client).run()
+    await Bootstrap(client, raw_retention="14d", rollup_retention="52w").run()
+    got = await policies(client)
+    assert got[RAW] == ("336h0m0s", True)
+    assert got[ROLLUP_1M] == ("8736h0m0s", False)
+    await Bootstrap(client, raw_retention="30d").run()
+    assert (await policies(client))[RAW] == ("720h0m0s", True)
+
+
+@pytest.mark.parametrize("bad", ["30", "thirty days", "30d; DROP DATABASE x", "", "1d 2h"])
+def test_bad_retention_is_refused(bad: str) -> None:
+    with pytest.raises(ValueError):
+        Bootstrap(InfluxClient("http://127.0.0.1:1", "x"), raw_retention=bad)
+
+
+async def test_rollups(client: InfluxClient) -> None:
+    boot = Bootstrap(client)
+    await boot.run()
+    assert await boot.reconcile_rollups() == 0  # no data, nothing to roll up
+
+    # Two hours ago, away from the continuous query's own resample window.
+    m0 = minute_start(120)
+    lines = [
+        # minute 0, sensor s1
+        f"vibration,factory_id=f1,sensor_id=s1 a=1.0,b=10.0,seq=1i {m0 + 0}",
+        f"vibration,factory_id=f1,sensor_id=s1 a=2.0,b=-5.0,seq=2i {m0 + 10_000}",
+        f'vibration,factory_id=f1,sensor_id=s1 a=3.5,b=1.0,seq=3i,quality="bad" {m0 + 59_999}',
+        # minute 0, sensor s2
+        f"vibration,factory_id=f1,sensor_id=s2 a=100.0,b=0.5,seq=7i {m0 + 30_000}",
+        # minute 1, sensor s1
+        f"vibration,factory_id=f1,sensor_id=s1 a=4.0,b=4.0,seq=4i {m0 + MINUTE_MS}",
+        # minute 2: outside the time range executed below
+        f"vibration,factory_id=f1,sensor_id=s1 a=99.0,b=99.0,seq=5i {m0 + 2 * MINUTE_MS}",
+    ]
+    await client.write("\n".join(lines).encode())  # no rp: the database default, which is raw
+    assert len(await rows(client, RAW, "vibration")) == 6
+
+    assert await boot.reconcile_rollups() == 1
+    cqs = await continuous_queries(client)
+    assert set(cqs) == {f"{CQ_PREFIX}vibration"}
+    query = cqs[f"{CQ_PREFIX}vibration"]
+    # InfluxDB shows the query normalised (identifiers unquoted where it can).
+    db = client.database
+    assert query.startswith(f"CREATE CONTINUOUS QUERY {CQ_PREFIX}vibration ON {db} RESAMPLE EVERY 1m FOR 5m")
+    assert f"INTO {db}.{ROLLUP_1M}.vibration FROM {db}.{RAW}.vibration GROUP BY time(1m), *" in query
+    for part in ("mean(a) AS a", "min(a) AS a_min", "max(b) AS b_max", "max(seq) AS seq"):
+        assert part in query
+    assert "quality" not in query  # a string field is not rolled up
+    assert await boot.reconcile_rollups() == 0  # nothing changed
+
+    select = rollup_select(client.database, "vibration", ["a", "b", "seq"])
+    assert " GROUP BY " in select
+    ranged = select.replace(
+        " GROUP BY ", f" WHERE time >= {m0}ms AND time < {m0 + 2 * MINUTE_MS}ms GROUP BY ", 1
+    )
+    await client.execute(ranged)
+
+    got = await rows(client, ROLLUP_1M, "vibration")
+    fields = {"a", "a_min", "a_max", "b", "b_min", "b_max", "seq"}
+    for row in got:
+        assert set(row) - {"time", "factory_id", "sensor_id", "_measurement"} == fields
+    by_key = {(r["sensor_id"], r["time"]): r for r in got}
+    assert set(by_key) == {("s1", m0), ("s2", m0), ("s1", m0 + MINUTE_MS)}
+
+    s1 = by_key[("s1", m0)]
+    assert s1["a"] == pytest.approx((1.0 + 2.0 + 3.5) / 3)
+    assert (s1["a_min"], s1["a_max"]) == (1.0, 3.5)
+    assert s1["b"] == pytest.approx((10.0 - 5.0 + 1.0) / 3)
+    assert (s1["b_min"], s1["b_max"]) == (-5.0, 10.0)
+    assert s1["seq"] == 3
+    assert s1["factory_id"] == "f1"
+    s2 = by_key[("s2", m0)]
+    assert (s2["a"], s2["a_min"], s2["a_max"], s2["b"], s2["seq"]) == (100.0, 100.0, 100.0, 0.5, 7)
+    later = by_key[("s1", m0 + MINUTE_MS)]
+    assert (later["a"], later["b_min"], later["seq"]) == (4.0, 4.0, 4)
+
+    # seq stays an integer field at both resolutions.
+    keys = await client.query(f'SHOW FIELD KEYS FROM "{ROLLUP_1M}"."vibration"')
+    types = {row["fieldKey"]: row["fieldType"] for row in series_rows(keys[0])}
+    assert types == {**{f: "float" for f in fields - {"seq"}}, "seq": "integer"}
+
+    # A field appears later: the continuous query is re-created with it.
+    await client.write(f"vibration,factory_id=f1,sensor_id=s3 c=1.5,seq=1i {m0}".encode())
+    assert await boot.reconcile_rollups() == 1
+    query = (await continuous_queries(client))[f"{CQ_PREFIX}vibration"]
+    assert "c_max" in query and "a_max" in query
+    assert await boot.reconcile_rollups() == 0
+
+    # A restarted backend re-creates its queries once, without tripping over the existing ones.
+    again = Bootstrap(client)
+    await again.run()
+    assert set(await continuous_queries(client)) == {f"{CQ_PREFIX}vibration"}
+    assert await again.reconcile_rollups() == 0
+
+
+async def test_one_query_per_measurement(client: InfluxClient) -> None:
+    boot = Bootstrap(client)
+    await boot.run()
+    m0 = minute_start(60)
+    await client.write(
+        f"vibration,sensor_id=s1 a=1.0,seq=1i {m0}\nnoise,sensor_id=s2 db=70.0,seq=1i {m0}".encode()
+    )
+    assert await boot.reconcile_rollups() == 2
+    assert set(await continuous_queries(client)) == {f"{CQ_PREFIX}vibration", f"{CQ_PREFIX}noise"}
+
+
+def test_rollup_select_keeps_names() -> None:
+    select = rollup_select("db", "m", ["seq", "x", "x_min"])
+    assert select == (
+        'SELECT max("seq") AS "seq", mean("x") AS "x", max("x") AS "x_max", '
+        'mean("x_min") AS "x_min", min("x_min") AS "x_min_min", max("x_min") AS "x_min_max" '
+        'INTO "db"."rollup_1m"."m" FROM "db"."raw"."m" GROUP BY time(1m), *'
+    )
+
+
+async def test_rollups_come_back_after_the_database_is_recreated(client: InfluxClient) -> None:
+    """The writer re-bootstraps when the database vanished; its continuous queries went with it."""
+    boot = Bootstrap(client)
+    await boot.run()
+    m0 = minute_start(60)
+    await client.write(f"vibration,sensor_id=s1 a=1.0,seq=1i {m0}".encode())
+    assert await boot.reconcile_rollups() == 1
+    await client.execute(f'DROP DATABASE "{client.database}"', database="")
+    await boot.run()
+    await client.write(f"vibration,sensor_id=s1 a=1.0,seq=1i {m0}".encode())
+    await boot.reconcile_rollups()
+    assert set(await continuous_queries(client)) == {f"{CQ_PREFIX}vibration"}
