@@ -64,13 +64,14 @@ def make_backend(tmp_path: Path, db_name: str) -> Iterator[object]:
     # messages for offline members too).
     share_group = f"g{uuid.uuid4().hex[:8]}"
 
-    def make(broker: Mosquitto, influxd: Influxd, **env: str) -> Backend:
+    def make(broker: Mosquitto, influxd: Influxd, worker: str = "", **env: str) -> Backend:
+        """A backend; with ``worker`` set, another member of the same share group."""
         backend = Backend(
-            data_dir=tmp_path / "backend",
+            data_dir=tmp_path / f"backend{worker}",
             mqtt_url=broker.url,
             influx_url=influxd.url,
             db=db_name,
-            client_id=client_id,
+            client_id=client_id + worker,
             extra_env={"MOBY_MQTT_SHARE_GROUP": share_group, **{k.upper(): str(v) for k, v in env.items()}},
         )
         backend.start()
