@@ -184,6 +184,15 @@ class Bench:
         self.influx = Influxd(workdir / "influxdb", free_port(), free_port()).start(timeout_s=60)
         self.results: dict[str, Any] = {}
 
+    def backends(self, db: str, name: str, workers: int) -> list[ManagedProcess]:
+        """``workers`` backends in one share group, each with its own client id and data dir."""
+        return [
+            self.backend(
+                db, f"{name}-w{i}", MOBY_MQTT_SHARE_GROUP=name, MOBY_DATA_DIR=str(self.dir / f"{db}-w{i}")
+            )
+            for i in range(workers)
+        ]
+
     def backend(self, db: str, client_id: str, **env: str) -> ManagedProcess:
         api_port = free_port()
 
@@ -197,7 +206,7 @@ class Bench:
         return ManagedProcess(
             "moby serve",
             [sys.executable, "-m", "moby", "serve"],
-            log_path=self.dir / f"serve-{db}.log",
+            log_path=self.dir / f"serve-{client_id}.log",
             ready=ready,
             env={
                 "MOBY_MQTT_URL": self.broker.url,
@@ -240,49 +249,58 @@ class Bench:
         seconds = publish_files(self.broker.port, files)
         self.results["ceiling_publish"] = {"messages": n, "seconds": seconds, "msgs_per_s": n / seconds}
 
-    def burst(self, n: int) -> None:
-        db = "bench_burst"
-        backend = self.backend(db, "bench-burst").start(timeout_s=60)
-        rss = RssSampler(backend.pid)
-        rss.start()
-        files = self.files("burst", n // SENSORS)
-        c0 = self.cpu({"backend": backend.pid})
+    def burst(self, n: int, workers: int = 1) -> None:
+        db = f"bench_burst_{workers}w"
+        backends = [b.start(timeout_s=60) for b in self.backends(db, db, workers)]
+        samplers = [RssSampler(b.pid) for b in backends]
+        for sampler in samplers:
+            sampler.start()
+        files = self.files(f"burst{workers}", n // SENSORS)
+        pids = {f"backend{i}": b.pid for i, b in enumerate(backends)}
+        c0 = self.cpu(pids)
         started = time.monotonic()
         publish_s = publish_files(self.broker.port, files)
         done = self.wait_stored(db, n)
-        c1 = self.cpu({"backend": backend.pid})
+        c1 = self.cpu(pids)
         count = stored(self.influx.url, db)
         gaps = seq_gaps(self.influx.url, db, n // SENSORS)
-        backend.stop()
-        self.results["burst"] = {
+        for b in backends:
+            b.stop()
+        self.results["burst" if workers == 1 else f"burst_{workers}_workers"] = {
             "messages": n,
+            "workers": workers,
             "publish_msgs_per_s": n / publish_s,
             "msgs_per_s": n / (done - started),
             "stored": count,
             "lost": n - count,
             "sensors_with_gaps": gaps,
-            "peak_rss_mb": rss.stop(),
+            "peak_rss_mb": max(sampler.stop() for sampler in samplers),
             "cpu_s": {k: round(c1[k] - c0[k], 2) for k in c0},
         }
 
-    def drain(self, n: int) -> None:
-        db = "bench_drain"
-        backend = self.backend(db, "bench-drain")
-        backend.start(timeout_s=60)
-        backend.stop()  # the session (and its subscription) now exists at the broker
-        publish_files(self.broker.port, self.files("drain", n // SENSORS))
+    def drain(self, n: int, workers: int = 1) -> None:
+        db = f"bench_drain_{workers}w"
+        backends = self.backends(db, db, workers)
+        for b in backends:
+            b.start(timeout_s=60)
+            b.stop()  # the session (and its subscription) now exists at the broker
+        publish_files(self.broker.port, self.files(f"drain{workers}", n // SENSORS))
         started = time.monotonic()
-        backend.start(timeout_s=60)
-        rss = RssSampler(backend.pid)
-        rss.start()
+        for b in backends:
+            b.start(timeout_s=60)
+        samplers = [RssSampler(b.pid) for b in backends]
+        for sampler in samplers:
+            sampler.start()
         done = self.wait_stored(db, n)
         count = stored(self.influx.url, db)
-        backend.stop()
-        self.results["drain"] = {
+        for b in backends:
+            b.stop()
+        self.results["drain" if workers == 1 else f"drain_{workers}_workers"] = {
             "messages": n,
+            "workers": workers,
             "msgs_per_s": n / (done - started),
             "lost": n - count,
-            "peak_rss_mb": rss.stop(),
+            "peak_rss_mb": max(sampler.stop() for sampler in samplers),
         }
 
     def batch(self, messages: int, readings: int = 100) -> None:
@@ -480,7 +498,9 @@ def main() -> None:
     parser.add_argument("--batch-messages", type=int, default=4_000)
     parser.add_argument("--latency-rate", type=float, default=10_000)
     parser.add_argument("--latency-seconds", type=float, default=20)
-    parser.add_argument("--only", nargs="*", default=["ceiling", "burst", "drain", "batch", "latency"])
+    parser.add_argument(
+        "--only", nargs="*", default=["ceiling", "burst", "drain", "burst2", "drain2", "batch", "latency"]
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -491,6 +511,8 @@ def main() -> None:
                 "ceiling": lambda: bench.ceiling_broker(args.messages),
                 "burst": lambda: bench.burst(args.messages),
                 "drain": lambda: bench.drain(args.messages),
+                "burst2": lambda: bench.burst(args.messages, workers=2),
+                "drain2": lambda: bench.drain(args.messages, workers=2),
                 "batch": lambda: bench.batch(args.batch_messages),
                 "latency": lambda: bench.latency(args.latency_rate, args.latency_seconds),
             }

@@ -106,6 +106,7 @@ def create_app(engine: Engine, *, manage_engine: bool = True) -> FastAPI:
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=Response)
     async def metrics() -> Response:
+        engine.subscriber.flush_counts()
         return Response(generate_latest(engine.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/api/v1/sensors", response_model=SensorList, tags=["sensors"], summary="Every sensor seen")

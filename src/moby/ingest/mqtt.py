@@ -45,22 +45,9 @@ class SessionOptions:
     clean_start: bool = False
 
 
-def _frame_length(buffer: bytearray, offset: int, end: int) -> int | None:
-    """Total length of the packet starting at ``offset``, or None while its header is incomplete.
-
-    The fixed header is one type/flags byte and the remaining length as a 1-4 byte varint.
-    """
-    length, shift, pos = 0, 0, offset + 1
-    while pos < end:
-        byte = buffer[pos]
-        pos += 1
-        length |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return pos - offset + length
-        shift += 7
-        if shift > 21:
-            raise MqttError("malformed remaining length")
-    return None
+# Larger than anything the broker may send us (Mosquitto's max_packet_size here is 1 MiB);
+# a partial packet claiming more is treated as a protocol error rather than buffered.
+MAX_PACKET_BYTES = 4 * 1024 * 1024
 
 
 def puback(mid: int) -> bytes:
@@ -103,20 +90,21 @@ class MqttConnection(asyncio.Protocol):
         view = memoryview(buffer)
         offset, end = 0, len(buffer)
         try:
-            while True:
-                total = _frame_length(buffer, offset, end)
-                if total is None or end - offset < total:
+            while offset < end:
+                try:
+                    packet, size = mqtt5.read(view[offset:])
+                except IndexError:  # the codec's "not enough bytes": wait for the rest
+                    if end - offset > MAX_PACKET_BYTES:
+                        raise MqttError(f"packet larger than {MAX_PACKET_BYTES} bytes") from None
                     break
-                packet, _ = mqtt5.read(view[offset : offset + total])
-                offset += total
+                offset += size
                 if isinstance(packet, mqtt5.PublishPacket):
-                    self._on_publish(
-                        self, packet.topic, packet.payload, int(packet.qos), packet.packet_id or 0
-                    )
+                    qos, mid = int(packet.qos), packet.packet_id or 0
+                    self._on_publish(self, packet.topic, packet.payload, qos, mid)
                 else:
                     self._dispatch(packet)
-        except (MqttError, ValueError, IndexError) as exc:
-            # Only the codec and the framing raise these (the handler reports bad input as data).
+        except (MqttError, ValueError) as exc:
+            # Only the codec raises these (the handler reports bad input as data, not errors).
             log.error("protocol error from the broker; dropping the connection", error=str(exc))
             view.release()
             self.abort(exc)

@@ -29,6 +29,10 @@ from moby.schema import (
     parse_topic,
 )
 
+# The adapter's core validator, called directly: TypeAdapter.validate_json adds ~1 µs of
+# Python per call on the hot path.
+_validate_telemetry = TELEMETRY.validator.validate_json
+
 # Field names the pipeline itself writes next to a reading's values; a value may not take them.
 RESERVED = ("seq", "quality")
 
@@ -127,7 +131,7 @@ class Processor:
 
     def _telemetry(self, topic: Topic, payload: bytes) -> Outcome:
         try:
-            message: TelemetrySingle | TelemetryBatch = TELEMETRY.validate_json(payload)
+            message: TelemetrySingle | TelemetryBatch = _validate_telemetry(payload)
         except ValidationError as exc:
             return Rejected(Reason.JSON if _is_json_error(exc) else Reason.SCHEMA, describe(exc))
         mismatch = _identity_mismatch(topic, message.factory_id, message.sensor_id)
