@@ -373,6 +373,10 @@ class Bench:
                     "-t",
                     f"moby/lat/s{s}/telemetry",
                     "-l",
+                    # a window of 200 unacknowledged publishes: the default 20 stalls a steady
+                    # 500 msgs/s publisher whenever one acknowledgement is late
+                    "-M",
+                    "200",
                 ],
                 stdin=subprocess.PIPE,
             )
