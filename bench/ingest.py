@@ -183,6 +183,7 @@ class Bench:
         self.broker = Mosquitto(workdir / "mosquitto", free_port()).start()
         self.influx = Influxd(workdir / "influxdb", free_port(), free_port()).start(timeout_s=60)
         self.results: dict[str, Any] = {}
+        self.backend_env: dict[str, str] = {}  # extra MOBY_* settings for the backend under test
 
     def backends(self, db: str, name: str, workers: int) -> list[ManagedProcess]:
         """``workers`` backends in one share group, each with its own client id and data dir."""
@@ -339,13 +340,15 @@ class Bench:
         ceiling = total / (time.monotonic() - started)
 
         db = "bench_batch"
-        backend = self.backend(db, "bench-batch").start(timeout_s=60)
+        backend = self.backend(db, "bench-batch", **self.backend_env).start(timeout_s=60)
         rss = RssSampler(backend.pid)
         rss.start()
         files = self.files("batch", messages // SENSORS, readings)
+        c0 = self.cpu({"backend": backend.pid})
         started = time.monotonic()
         publish_files(self.broker.port, files)
         done = self.wait_stored(db, total)
+        c1 = self.cpu({"backend": backend.pid})
         count = stored(self.influx.url, db)
         backend.stop()
         rate = total / (done - started)
@@ -356,6 +359,7 @@ class Bench:
             "lost": total - count,
             "influx_ceiling_points_per_s": ceiling,
             "ratio_to_ceiling": rate / ceiling,
+            "cpu_s": {k: round(c1[k] - c0[k], 2) for k in c0},
             "peak_rss_mb": rss.stop(),
         }
 
@@ -494,6 +498,21 @@ def machine() -> dict[str, Any]:
     }
 
 
+def run_scenario(bench: Bench, name: str, args: argparse.Namespace) -> None:
+    if name == "ceiling":
+        bench.ceiling_broker(args.messages)
+    elif name in ("burst", "burst2"):
+        bench.burst(args.messages, workers=2 if name == "burst2" else 1)
+    elif name in ("drain", "drain2"):
+        bench.drain(args.messages, workers=2 if name == "drain2" else 1)
+    elif name == "batch":
+        bench.batch(args.batch_messages)
+    elif name == "latency":
+        bench.latency(args.latency_rate, args.latency_seconds)
+    else:
+        raise SystemExit(f"unknown scenario {name!r}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -506,26 +525,22 @@ def main() -> None:
         "--only", nargs="*", default=["ceiling", "burst", "drain", "burst2", "drain2", "batch", "latency"]
     )
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--env", nargs="*", default=[], help="MOBY_X=value settings for the backend")
     args = parser.parse_args()
 
+    results: dict[str, Any] = {"machine": machine()}
     with tempfile.TemporaryDirectory(prefix="moby-bench-") as tmp:
-        bench = Bench(Path(tmp))
-        try:
-            steps = {
-                "ceiling": lambda: bench.ceiling_broker(args.messages),
-                "burst": lambda: bench.burst(args.messages),
-                "drain": lambda: bench.drain(args.messages),
-                "burst2": lambda: bench.burst(args.messages, workers=2),
-                "drain2": lambda: bench.drain(args.messages, workers=2),
-                "batch": lambda: bench.batch(args.batch_messages),
-                "latency": lambda: bench.latency(args.latency_rate, args.latency_seconds),
-            }
-            for name in args.only:
-                print(f"… {name}", file=sys.stderr, flush=True)
-                steps[name]()
-        finally:
-            bench.close()
-    results = {"machine": machine(), **bench.results}
+        for name in args.only:
+            # A fresh broker and InfluxDB per scenario: one scenario's compactions and
+            # retained state must not tax the next one.
+            print(f"… {name}", file=sys.stderr, flush=True)
+            bench = Bench(Path(tmp) / name)
+            bench.backend_env = dict(kv.split("=", 1) for kv in args.env)
+            try:
+                run_scenario(bench, name, args)
+            finally:
+                bench.close()
+            results.update(bench.results)
     if "burst" in results and "ceiling_publish" in results:
         results["burst"]["ratio_to_publisher_ceiling"] = (
             results["burst"]["msgs_per_s"] / results["ceiling_publish"]["msgs_per_s"]
