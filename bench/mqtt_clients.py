@@ -38,6 +38,15 @@ Client styles:
 * ``gmqtt-ack-after``: gmqtt, ``optimistic_acknowledgement=False``,
   ``async def on_message`` returning 0; the PUBACK goes out from the task's
   done-callback, i.e. only after the coroutine returned ("ack after durable").
+* ``moby-mqtt5``: the backend's own connection (``moby.ingest.mqtt``: asyncio
+  protocol + the Rust ``mqtt5`` codec), same loop choice as gmqtt. Packet ids
+  are collected as messages arrive and PUBACKed in one write per event-loop
+  turn (``loop.call_soon`` flush scheduled by the first id of a group), which
+  stands in for the backend's group commit without the disk. It connects with
+  Receive Maximum 1000, the backend default (``mqtt_receive_maximum``), not
+  65535, and runs the backend's PINGREQ keep-alive task. Its handler gets no
+  DUP flag, CONNACK properties or SUBACK codes (``subscribe`` only raises on a
+  refusal), so dup/connack/granted_qos stay empty for it.
 
 Gotcha handled here: ``mosquitto_pub -l`` at QoS > 0 stops early and silently
 (exit 0) when fed more than 65535 lines. It disconnects when the PUBACK for the
@@ -89,7 +98,9 @@ CLIENTS: Final[dict[str, str]] = {
     "paho": "paho-mqtt loop_start thread, v5, sync on_message (PUBACK after callback)",
     "gmqtt-optimistic": "gmqtt v5, optimistic_acknowledgement=True, sync on_message",
     "gmqtt-ack-after": "gmqtt v5, optimistic_acknowledgement=False, async on_message -> 0",
+    "moby-mqtt5": "moby.ingest.mqtt (mqtt5 codec), PUBACKs grouped per loop turn, Receive Maximum 1000",
 }
+MOBY_RECEIVE_MAXIMUM: Final = 1000  # moby.config mqtt_receive_maximum default
 
 BROKER_CONF: Final = """\
 listener {port} {host}
@@ -471,6 +482,104 @@ async def run_gmqtt(args: argparse.Namespace, res: ChildResult, stop: StopFlag, 
                 await asyncio.wait_for(client.disconnect(session_expiry_interval=0), 5)
 
 
+async def run_moby(args: argparse.Namespace, res: ChildResult, stop: StopFlag) -> None:
+    from moby.ingest.mqtt import MqttConnection, SessionOptions, keepalive, open_connection, subscribe
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    loop = asyncio.get_running_loop()
+    res.loop = f"{type(loop).__module__}.{type(loop).__qualname__}"
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.event.set)
+
+    counter = Counter(args.count)
+    tracker = SeqTracker(args.count) if args.verify else None
+    done = asyncio.Event()
+    options = SessionOptions(
+        client_id=args.client_id,
+        keepalive_s=60,
+        session_expiry_s=SESSION_EXPIRY_S,
+        receive_maximum=MOBY_RECEIVE_MAXIMUM,
+        clean_start=False,
+    )
+    # Packet ids waiting for their PUBACK, and the connection they arrived on.
+    # The first id of a group schedules one flush for the next loop turn, so
+    # every id read in this turn (one or more data_received calls) leaves in a
+    # single write: the backend's group commit, minus the disk.
+    pending: list[int] = []
+    pending_conn: list[MqttConnection] = []
+
+    def flush() -> None:
+        ids = pending.copy()
+        pending.clear()
+        pending_conn.pop().ack(ids)
+
+    def on_publish(conn: MqttConnection, topic: str, payload: bytes, qos: int, packet_id: int) -> None:
+        now = time.monotonic()
+        n = counter.count + 1
+        counter.count = n
+        if n == 1:
+            counter.first = now
+        counter.last = now
+        if tracker is not None:
+            tracker.add(payload)
+        if qos:
+            if not pending:
+                pending_conn.append(conn)
+                loop.call_soon(flush)
+            pending.append(packet_id)
+        if n >= counter.target:
+            done.set()
+
+    async def start_client(sub: bool) -> MqttConnection:
+        conn, session_present = await open_connection(HOST, args.port, options, on_publish, timeout_s=15)
+        res.session_present = session_present
+        if sub:
+            try:
+                await subscribe(conn, [SUB_TOPIC], qos=1, timeout_s=15)
+            except BaseException:
+                conn.abort()
+                raise
+        return conn
+
+    conn: MqttConnection | None = None
+    pinger: asyncio.Task[None] | None = None
+    try:
+        if args.backlog:
+            parked = await start_client(sub=True)
+            await parked.disconnect()  # session (and subscription) stay on the broker
+            await asyncio.to_thread(wait_for_go, args, stop)
+            conn = await start_client(sub=False)
+        else:
+            conn = await start_client(sub=True)
+            await asyncio.to_thread(Path(args.ready).touch)
+        pinger = asyncio.create_task(keepalive(conn, options.keepalive_s))
+
+        watchdog = Watchdog(counter, args.timeout, args.idle_timeout)
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), 0.2)
+            reason = watchdog.reason(stop)
+            if reason is not None:
+                res.stopped_by = reason
+                break
+            if conn.closed.done():
+                res.stopped_by = "connection lost"
+                break
+        await asyncio.sleep(0.3)  # let the last PUBACK flush leave
+    finally:
+        res.received = counter.count
+        if counter.count:
+            res.first_recv, res.last_recv = counter.first, counter.last
+        if tracker is not None:
+            res.verify = _tracker_summary(tracker)
+        if pinger is not None:
+            pinger.cancel()
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.disconnect(), 5)
+            conn.abort()
+
+
 def child_main(args: argparse.Namespace) -> int:
     res = ChildResult(client=args.child)
     stop = StopFlag()
@@ -479,7 +588,6 @@ def child_main(args: argparse.Namespace) -> int:
         if args.child == "paho":
             run_paho(args, res, stop)
         else:
-            optimistic = args.child == "gmqtt-optimistic"
             factory: Callable[[], asyncio.AbstractEventLoop] | None = None
             if args.loop == "uvloop":
                 try:
@@ -489,7 +597,11 @@ def child_main(args: argparse.Namespace) -> int:
                 except ImportError:
                     log("uvloop not importable, falling back to asyncio")
             with asyncio.Runner(loop_factory=factory) as runner:
-                runner.run(run_gmqtt(args, res, stop, optimistic=optimistic))
+                if args.child == "moby-mqtt5":
+                    runner.run(run_moby(args, res, stop))
+                else:
+                    optimistic = args.child == "gmqtt-optimistic"
+                    runner.run(run_gmqtt(args, res, stop, optimistic=optimistic))
     except BaseException as exc:  # report anything, including KeyboardInterrupt
         res.error = f"{type(exc).__name__}: {exc}"
     tmp = Path(args.result + ".tmp")
@@ -888,7 +1000,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
-    for dist in ("paho-mqtt", "gmqtt", "uvloop"):
+    for dist in ("paho-mqtt", "gmqtt", "mqtt5", "uvloop"):
         try:
             out[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
@@ -955,7 +1067,7 @@ def orchestrate(args: argparse.Namespace) -> int:
     info = versions()
     title = (
         f"QoS 1 receive+ack, N={args.n}, repeat={args.repeat} (median), "
-        f"publisher=mosquitto_pub -l -q 1 x{len(chunks)} chunk(s), gmqtt loop={args.loop}, {info}"
+        f"publisher=mosquitto_pub -l -q 1 x{len(chunks)} chunk(s), asyncio clients' loop={args.loop}, {info}"
     )
     table = format_table(rows)
     if args.json:
@@ -1015,7 +1127,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--loop",
         choices=("uvloop", "asyncio"),
         default="uvloop",
-        help="event loop for gmqtt clients",
+        help="event loop for the gmqtt and moby-mqtt5 clients",
     )
     p.add_argument(
         "--verify",

@@ -21,8 +21,7 @@ from moby.schema import (
     STATUS,
     TELEMETRY,
     Quality,
-    TelemetryBatch,
-    TelemetrySingle,
+    Telemetry,
     Topic,
     TopicError,
     TopicKind,
@@ -131,7 +130,7 @@ class Processor:
 
     def _telemetry(self, topic: Topic, payload: bytes) -> Outcome:
         try:
-            message: TelemetrySingle | TelemetryBatch = _validate_telemetry(payload)
+            message: Telemetry = _validate_telemetry(payload)
         except ValidationError as exc:
             return Rejected(Reason.JSON if _is_json_error(exc) else Reason.SCHEMA, describe(exc))
         mismatch = _identity_mismatch(topic, message.factory_id, message.sensor_id)
@@ -140,33 +139,28 @@ class Processor:
         now_ms = int(self._clock() * 1000)
         oldest, newest = now_ms - self._max_age_ms, now_ms + self._max_future_ms
         readings = message.iter_readings()
-        for reading in readings:
-            if not oldest <= reading.ts <= newest:
-                return Rejected(
-                    Reason.TIME,
-                    f"reading seq={reading.seq} ts={reading.ts} is outside "
-                    f"[now-{self._max_age_ms // 1000}s, now+{self._max_future_ms // 1000}s]",
-                )
         prefix = self._prefix(topic, message.sensor_type)
         out = []
         first_ts = readings[0].ts
-        for reading in readings:
-            values = reading.values
-            if "seq" in values or "quality" in values:
+        for ts, seq, values, quality in readings:
+            if not oldest <= ts <= newest:
                 return Rejected(
-                    Reason.SCHEMA, f"reading seq={reading.seq}: value names {RESERVED} are reserved"
+                    Reason.TIME,
+                    f"reading seq={seq} ts={ts} is outside "
+                    f"[now-{self._max_age_ms // 1000}s, now+{self._max_future_ms // 1000}s]",
                 )
-            # Value names matched ^[a-z][a-z0-9_]*$, so they need no escaping; values are
-            # written as floats (never ints) so that a sensor sending 2 then 2.5 cannot make
-            # an InfluxDB field-type conflict.
-            fields = ",".join([f"{k}={float(v)!r}" for k, v in values.items()])
-            ts = reading.ts
+            if "seq" in values or "quality" in values:
+                return Rejected(Reason.SCHEMA, f"reading seq={seq}: value names {RESERVED} are reserved")
+            # Value names matched ^[a-z][a-z0-9_]*$, so they need no escaping. Values are floats
+            # (strict float validation turns a JSON 2 into 2.0) and are written as floats, never
+            # integers, so a sensor sending 2 then 2.5 cannot make an InfluxDB field-type conflict.
+            fields = ",".join([f"{k}={v!r}" for k, v in values.items()])
             if ts < first_ts:
                 first_ts = ts
-            if reading.quality is Quality.GOOD:
-                out.append(f"{prefix} {fields},seq={reading.seq}i {ts}\n")
+            if quality is Quality.GOOD:
+                out.append(f"{prefix} {fields},seq={seq}i {ts}\n")
             else:
-                out.append(f'{prefix} {fields},seq={reading.seq}i,quality="{reading.quality.value}" {ts}\n')
+                out.append(f'{prefix} {fields},seq={seq}i,quality="{quality.value}" {ts}\n')
         self.registry.saw_telemetry(
             topic.factory_id, topic.sensor_id, message.sensor_type, now_ms, len(readings)
         )

@@ -13,10 +13,9 @@ from moby.schema.payloads import (
     Health,
     Quality,
     Reading,
+    ReadingView,
     Status,
     Telemetry,
-    TelemetryBatch,
-    TelemetrySingle,
 )
 from moby.schema.topics import (
     ID_PATTERN,
@@ -43,10 +42,9 @@ __all__ = [
     "Health",
     "Quality",
     "Reading",
+    "ReadingView",
     "Status",
     "Telemetry",
-    "TelemetryBatch",
-    "TelemetrySingle",
     "Topic",
     "TopicError",
     "TopicKind",
