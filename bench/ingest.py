@@ -318,6 +318,7 @@ class Bench:
             urllib.request.Request(f"{self.influx.url}/query?q=CREATE+DATABASE+bench_ceiling", method="POST"),
             timeout=10,
         ).close()
+        influx_cpu0 = cpu_seconds(self.influx.pid)
         started = time.monotonic()
         lock = threading.Lock()
 
@@ -338,6 +339,7 @@ class Bench:
         for t in threads:
             t.join()
         ceiling = total / (time.monotonic() - started)
+        ceiling_influx_cpu = cpu_seconds(self.influx.pid) - influx_cpu0
 
         db = "bench_batch"
         backend = self.backend(db, "bench-batch", **self.backend_env).start(timeout_s=60)
@@ -359,6 +361,7 @@ class Bench:
             "lost": total - count,
             "influx_ceiling_points_per_s": ceiling,
             "ratio_to_ceiling": rate / ceiling,
+            "ceiling_influxd_cpu_s": round(ceiling_influx_cpu, 2),
             "cpu_s": {k: round(c1[k] - c0[k], 2) for k in c0},
             "peak_rss_mb": rss.stop(),
         }
