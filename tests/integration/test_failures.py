@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import threading
 import time
+import urllib.request
 
 import orjson
 import pytest
@@ -13,6 +15,7 @@ from tests.support import (
     StreamPublisher,
     count_points,
     http_json,
+    influx_query,
     mosquitto_pub_lines,
     rss_mb,
     telemetry,
@@ -65,8 +68,6 @@ def test_burst_of_100k_messages_loses_nothing(broker, influxd, make_backend) -> 
     backend = make_backend(broker, influxd)
     now = int(time.time() * 1000)
     n_sensors, per_sensor = 20, 5000
-    import threading
-
     threads = [
         threading.Thread(
             target=mosquitto_pub_lines,
@@ -228,3 +229,46 @@ def test_malformed_input_is_dead_lettered_never_stored_and_nothing_stalls(
     for reason in {r for _, _, r in corpus}:
         expected = sum(1 for _, _, r in corpus if r == reason)
         assert backend.metric("moby_messages_rejected_total", f'reason="{reason}"') == expected
+
+
+def test_points_influxdb_rejects_are_isolated_and_the_rest_stored(broker, influxd, make_backend) -> None:
+    """A 400 'partial write' (here a field-type conflict) dead-letters just the bad points."""
+    backend = make_backend(broker, influxd, moby_batch_linger_s=2, moby_batch_min_points=100_000)
+    now = int(time.time() * 1000)
+    # rms_velocity already exists as a *string* field in this measurement: every float write
+    # of it into the same shard conflicts.
+    req = urllib.request.Request(
+        f"{influxd.url}/write?db={backend.db}&precision=ms",
+        data=f'vibration,factory_id=f0,sensor_id=s0 rms_velocity="broken" {now - 5000}'.encode(),
+        method="POST",
+    )
+    wait_until(lambda: _write_ok(req), 20, what="the database exists")
+    vib = [telemetry(i, now - 1000 + i) for i in range(50)]
+    temp = [telemetry(i, now - 1000 + i, sensor_type="temperature", celsius=20.5) for i in range(50)]
+    threads = [
+        threading.Thread(target=mosquitto_pub_lines, args=(broker.port, "moby/f1/vib1/telemetry", vib)),
+        threading.Thread(target=mosquitto_pub_lines, args=(broker.port, "moby/f1/temp1/telemetry", temp)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wait_until(lambda: backend.get("/api/v1/dlq")["total"] == 50, 60, what="50 rejected points dead-lettered")
+    wait_until(lambda: backend.metric("moby_queue_depth_points") == 0, 30, what="queue drained")
+    dlq = backend.get("/api/v1/dlq?limit=100")
+    assert {item["reason"] for item in dlq["items"]} == {"write_rejected"}
+    assert {item["topic"] for item in dlq["items"]} == {"moby/f1/vib1/telemetry"}
+    assert all("conflict" in item["detail"] for item in dlq["items"])
+    res = influx_query(influxd.url, 'SELECT count("seq") FROM "raw"."temperature"', backend.db)
+    assert res[0]["series"][0]["values"][0][1] == 50
+    res = influx_query(influxd.url, 'SELECT count("seq") FROM "raw"."vibration"', backend.db)
+    assert "series" not in res[0]  # none of the conflicting points were stored
+    assert http_json(backend.api + "/readyz")[0] == 200
+
+
+def _write_ok(req: urllib.request.Request) -> bool:
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return bool(r.status == 204)
+    except OSError:
+        return False
