@@ -120,11 +120,12 @@ class Engine:
                 await asyncio.sleep(delay)
 
     async def influx_reachable(self) -> bool:
+        """InfluxDB answered /ping within the last second, and the writer's last write did not fail."""
         checked_at, ok = self._influx_ok
         if time.monotonic() - checked_at > 1.0:
             ok = await self.influx.ping()
             self._influx_ok = (time.monotonic(), ok)
-        return ok
+        return ok and self.writer.healthy
 
     async def stop(self, flush_timeout_s: float = 10.0) -> None:
         """Stop taking messages, make pending ones durable, flush the queue if InfluxDB is up."""

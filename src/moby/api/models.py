@@ -14,7 +14,10 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     ready: bool
     mqtt: bool = Field(description="connected to the broker")
-    influx: bool = Field(description="InfluxDB answered /ping within the last second")
+    influx: bool = Field(
+        description="InfluxDB answered /ping within the last second and no write is failing "
+        "(after an outage this turns true with the writer's next successful retry)"
+    )
     queue_full: bool = Field(description="the durable queue is at its byte bound")
 
 
