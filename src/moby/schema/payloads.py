@@ -154,8 +154,8 @@ class Telemetry(BaseModel):
     @model_validator(mode="after")
     def _one_form(self) -> Telemetry:
         if self.readings is None:
-            missing = [k for k in ("ts", "seq", "values") if getattr(self, k) is None]
-            if missing:
+            if self.ts is None or self.seq is None or self.values is None:  # the hot path: cheap test first
+                missing = [k for k in ("ts", "seq", "values") if getattr(self, k) is None]
                 raise ValueError(f"a single reading needs {missing} (or send 'readings')")
         elif self.ts is not None or self.seq is not None or self.values is not None:
             raise ValueError("a batch carries 'readings' only, not 'ts'/'seq'/'values' too")
