@@ -38,7 +38,7 @@ Client styles:
 * ``gmqtt-ack-after``: gmqtt, ``optimistic_acknowledgement=False``,
   ``async def on_message`` returning 0; the PUBACK goes out from the task's
   done-callback, i.e. only after the coroutine returned ("ack after durable").
-* ``moby-mqtt5``: the backend's own connection (``moby.ingest.mqtt``: asyncio
+* ``moby-mqtt5``: the backend's own connection (``moby.mqtt``: asyncio
   protocol + the Rust ``mqtt5`` codec), same loop choice as gmqtt. Packet ids
   are collected as messages arrive and PUBACKed in one write per event-loop
   turn (``loop.call_soon`` flush scheduled by the first id of a group), which
@@ -98,7 +98,7 @@ CLIENTS: Final[dict[str, str]] = {
     "paho": "paho-mqtt loop_start thread, v5, sync on_message (PUBACK after callback)",
     "gmqtt-optimistic": "gmqtt v5, optimistic_acknowledgement=True, sync on_message",
     "gmqtt-ack-after": "gmqtt v5, optimistic_acknowledgement=False, async on_message -> 0",
-    "moby-mqtt5": "moby.ingest.mqtt (mqtt5 codec), PUBACKs grouped per loop turn, Receive Maximum 1000",
+    "moby-mqtt5": "moby.mqtt (mqtt5 codec), PUBACKs grouped per loop turn, Receive Maximum 1000",
 }
 MOBY_RECEIVE_MAXIMUM: Final = 1000  # moby.config mqtt_receive_maximum default
 
@@ -483,7 +483,7 @@ async def run_gmqtt(args: argparse.Namespace, res: ChildResult, stop: StopFlag, 
 
 
 async def run_moby(args: argparse.Namespace, res: ChildResult, stop: StopFlag) -> None:
-    from moby.ingest.mqtt import MqttConnection, SessionOptions, keepalive, open_connection, subscribe
+    from moby.mqtt import MqttConnection, SessionOptions, keepalive, open_connection, subscribe
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     loop = asyncio.get_running_loop()

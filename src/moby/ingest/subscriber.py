@@ -25,10 +25,10 @@ import structlog
 
 from moby.config import Settings
 from moby.ingest.committer import GroupCommitter
-from moby.ingest.mqtt import MqttConnection, SessionOptions, keepalive, open_connection, subscribe
 from moby.ingest.process import Accepted, Processor, Rejected
 from moby.ingest.queue import DeadLetter
 from moby.metrics import Metrics
+from moby.mqtt import MqttConnection, SessionOptions, keepalive, open_connection, subscribe
 from moby.net import Backoff, MqttEndpoint, tls_context
 from moby.schema import TopicKind, subscription
 

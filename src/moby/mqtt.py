@@ -1,4 +1,7 @@
-"""A lean MQTT v5 subscriber connection: asyncio transport + the ``mqtt5`` packet codec (Rust).
+"""A lean MQTT v5 connection: asyncio transport + the ``mqtt5`` packet codec (Rust).
+
+Shared by the backend's subscriber (:mod:`moby.ingest.subscriber`) and the edge side, which
+publishes QoS 1 with a future per PUBACK (:meth:`MqttConnection.publish`) and a Last Will.
 
 Why not a full client library: the backend's hot path is "parse a PUBLISH, hand it on, later
 acknowledge a whole group of them at once". gmqtt spends ~25 µs of Python per QoS 1 message in
@@ -43,6 +46,8 @@ class SessionOptions:
     session_expiry_s: int = 7 * 86400
     receive_maximum: int = 1000
     clean_start: bool = False
+    # Last Will: (topic, payload, qos, retain), published by the broker if we vanish.
+    will: tuple[str, bytes, int, bool] | None = None
 
 
 # Larger than anything the broker may send us (Mosquitto's max_packet_size here is 1 MiB);
@@ -68,6 +73,8 @@ class MqttConnection(asyncio.Protocol):
         self._buffer = bytearray()
         self._transport: asyncio.Transport | None = None
         self._waiters: dict[type, asyncio.Future[Any]] = {}
+        self._pubacks: dict[int, asyncio.Future[None]] = {}  # our QoS 1 publishes in flight
+        self._next_mid = 0
         self.closed: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
         self.last_received = time.monotonic()
 
@@ -79,9 +86,10 @@ class MqttConnection(asyncio.Protocol):
         self._transport = None
         if not self.closed.done():
             self.closed.set_result(exc)
-        for waiter in self._waiters.values():
+        for waiter in (*self._waiters.values(), *self._pubacks.values()):
             if not waiter.done():
                 waiter.set_exception(ConnectionError("connection lost"))
+        self._pubacks.clear()
 
     def data_received(self, data: bytes) -> None:
         self.last_received = time.monotonic()
@@ -115,6 +123,14 @@ class MqttConnection(asyncio.Protocol):
     def _dispatch(self, packet: Any) -> None:
         if isinstance(packet, mqtt5.PingRespPacket):
             return
+        if isinstance(packet, mqtt5.PubAckPacket):
+            done = self._pubacks.pop(packet.packet_id, None)
+            if done is not None and not done.done():
+                if int(packet.reason_code.value) >= 0x80:
+                    done.set_exception(MqttError(f"PUBACK refused: {packet.reason_code}"))
+                else:
+                    done.set_result(None)
+            return
         if isinstance(packet, mqtt5.DisconnectPacket):
             log.warning("broker disconnected us", reason=str(packet.reason_code), detail=packet.reason_str)
             self.abort(MqttError(f"DISCONNECT from broker: {packet.reason_code}"))
@@ -142,6 +158,38 @@ class MqttConnection(asyncio.Protocol):
         if self._transport is not None and not self._transport.is_closing():
             self._transport.resume_reading()
 
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> asyncio.Future[None]:
+        """Send a PUBLISH; for QoS 1 the future resolves on the broker's PUBACK (QoS 0: at once).
+
+        The caller bounds how many it keeps in flight (the broker's receive maximum). If the
+        connection is lost first, the future fails with ConnectionError: publish again on the next
+        connection (at-least-once; the backend treats the duplicate as the same point).
+        """
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if qos == 0:
+            self.send(mqtt5.PublishPacket(topic=topic, payload=payload, retain=retain).write())
+            future.set_result(None)
+            return future
+        if not self.open:
+            future.set_exception(ConnectionError("not connected"))
+            return future
+        for _ in range(65535):
+            self._next_mid = self._next_mid % 65535 + 1
+            if self._next_mid not in self._pubacks:
+                break
+        else:
+            raise MqttError("all 65,535 packet ids are in flight")
+        self._pubacks[self._next_mid] = future
+        packet = mqtt5.PublishPacket(
+            topic=topic, payload=payload, qos=mqtt5.QoS(qos), retain=retain, packet_id=self._next_mid
+        )
+        self.send(packet.write())
+        return future
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pubacks)
+
     def ack(self, packet_ids: Sequence[int]) -> None:
         """PUBACK these QoS 1 messages in one write (dropped if this connection is gone:
         the broker then redelivers them on the next connection of the session)."""
@@ -168,6 +216,13 @@ class MqttConnection(asyncio.Protocol):
             self._transport.close()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(self.closed), 5)
+
+
+def _will(will: tuple[str, bytes, int, bool] | None) -> mqtt5.Will | None:
+    if will is None:
+        return None
+    topic, payload, qos, retain = will
+    return mqtt5.Will(topic=topic, payload=payload, qos=mqtt5.QoS(qos), retain=retain)
 
 
 async def open_connection(
@@ -199,6 +254,7 @@ async def open_connection(
         keep_alive=options.keepalive_s,
         session_expiry_interval=options.session_expiry_s,
         receive_max=options.receive_maximum,
+        will=_will(options.will),
     )
     try:
         connack = await conn.request(connect, mqtt5.ConnAckPacket, timeout_s)
