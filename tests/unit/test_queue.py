@@ -269,3 +269,36 @@ async def test_a_queue_file_from_the_previous_release_still_works(path: Path) ->
         assert [r.points for r in await q.read(0, 100)] == [1, 1]
     finally:
         await q.close()
+
+
+async def test_ids_are_never_reused_after_the_queue_empties(queue: DurableQueue) -> None:
+    """The writer reads "id > the last id it handed out"; a reused id would hide a new row."""
+    await queue.commit([seg(1), seg(2)])
+    rows = await queue.read(0, 10)
+    cursor = rows[-1].id
+    queue.remove(rows)
+    await queue.flush()  # the queue is now empty on disk
+    await queue.commit([seg(3)])
+    assert [r.lines for r in await queue.read(cursor, 10)] == [seg(3).lines]
+
+
+async def test_a_rowid_queue_from_an_older_release_is_migrated(path: Path) -> None:
+    path.parent.mkdir(parents=True)
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE queue (id INTEGER PRIMARY KEY, lines BLOB NOT NULL, points INTEGER NOT NULL,"
+        " first_ts_ms INTEGER NOT NULL, received_ms INTEGER NOT NULL);"
+        "INSERT INTO queue VALUES (7, x'6c0a', 1, 1, 1);"
+        "PRAGMA user_version = 2;"
+    )
+    conn.close()
+    q = await open_queue(path)
+    try:
+        [row] = await q.read(0, 10)
+        assert (row.id, row.lines) == (7, b"l\n")
+        q.remove([row])
+        await q.flush()
+        await q.commit([seg(8)])
+        assert (await q.read(7, 10))[0].id > 7
+    finally:
+        await q.close()

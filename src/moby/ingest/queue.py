@@ -30,14 +30,18 @@ import orjson
 
 T = TypeVar("T")
 
-_SCHEMA = """
+_QUEUE_TABLE = """
 CREATE TABLE IF NOT EXISTS queue (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     lines BLOB NOT NULL,
     points INTEGER NOT NULL,
     first_ts_ms INTEGER NOT NULL,
     received_ms INTEGER NOT NULL
 );
+"""
+_SCHEMA = (
+    _QUEUE_TABLE
+    + """
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY,
     received_at REAL NOT NULL,
@@ -54,6 +58,7 @@ CREATE TABLE IF NOT EXISTS sensors (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+)
 # Bytes a queue row costs beyond its lines (rowid, integers, SQLite record overhead).
 ROW_OVERHEAD = 48
 # Dead-letter payloads are kept whole up to the contract's message limit.
@@ -160,7 +165,21 @@ class DurableQueue:
             columns = {row[1] for row in self.conn.execute("PRAGMA table_info(queue)")}
             if "topic" in columns:  # 0.1 kept one row per message with its topic
                 self.conn.execute("ALTER TABLE queue DROP COLUMN topic")
-            self.conn.execute("PRAGMA user_version = 2")
+        if version < 3:
+            # Ids must never be reused: the writer reads "id > last id handed out", so a plain
+            # rowid, which restarts at 1 once the queue has emptied, hid new rows from it.
+            (sql,) = self.conn.execute("SELECT sql FROM sqlite_master WHERE name = 'queue'").fetchone()
+            if "AUTOINCREMENT" not in sql.upper():
+                self.conn.executescript(
+                    "BEGIN;"
+                    "ALTER TABLE queue RENAME TO queue_old;"
+                    + _QUEUE_TABLE
+                    + "INSERT INTO queue (id, lines, points, first_ts_ms, received_ms) "
+                    "SELECT id, lines, points, first_ts_ms, received_ms FROM queue_old;"
+                    "DROP TABLE queue_old;"
+                    "COMMIT;"
+                )
+            self.conn.execute("PRAGMA user_version = 3")
 
     async def close(self) -> None:
         if self._reader is not None:
