@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ import pytest
 from moby.broker.mosquitto import Mosquitto
 from moby.procs import free_port
 from moby.store.influxd import Influxd
-from tests.support import Backend
+from tests.support import Backend, end_session
 
 
 @pytest.fixture(scope="session")
@@ -59,10 +60,7 @@ def make_backend(tmp_path: Path, db_name: str) -> Iterator[object]:
     """Start `moby serve` as a real child process: make_backend(broker, influxd, **env)."""
     started: list[Backend] = []
     client_id = f"moby-test-{uuid.uuid4().hex[:8]}"
-    # A share group of the test's own: a persistent session left by an earlier test in the
-    # same group would take its round-robin share of the messages (Mosquitto queues shared
-    # messages for offline members too).
-    share_group = f"g{uuid.uuid4().hex[:8]}"
+    sessions: set[tuple[str, int, str]] = set()
 
     def make(broker: Mosquitto, influxd: Influxd, worker: str = "", **env: str) -> Backend:
         """A backend; with ``worker`` set, another member of the same share group."""
@@ -72,8 +70,9 @@ def make_backend(tmp_path: Path, db_name: str) -> Iterator[object]:
             influx_url=influxd.url,
             db=db_name,
             client_id=client_id + worker,
-            extra_env={"MOBY_MQTT_SHARE_GROUP": share_group, **{k.upper(): str(v) for k, v in env.items()}},
+            extra_env={k.upper(): str(v) for k, v in env.items()},
         )
+        sessions.add(("127.0.0.1", broker.port, client_id + worker))
         backend.start()
         started.append(backend)
         return backend
@@ -81,5 +80,9 @@ def make_backend(tmp_path: Path, db_name: str) -> Iterator[object]:
     yield make
     for backend in started:
         backend.stop()
+    # End the backends' persistent sessions, or the shared broker would keep queuing every
+    # later test's messages for them.
+    for host, port, cid in sessions:
+        asyncio.run(end_session(host, port, cid))
     if os.environ.get("MOBY_TEST_KEEP_LOGS"):
         print(f"backend logs in {tmp_path}")

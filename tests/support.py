@@ -191,6 +191,18 @@ class StreamPublisher:
         return self.sent
 
 
+async def end_session(host: str, port: int, client_id: str) -> None:
+    """Connect with clean start and no session expiry, then leave: the broker forgets the session."""
+    from moby.mqtt import SessionOptions, open_connection
+
+    options = SessionOptions(client_id=client_id, clean_start=True, session_expiry_s=0)
+    try:
+        conn, _ = await open_connection(host, port, options, lambda *a: None, timeout_s=5)
+    except (OSError, TimeoutError, ValueError):
+        return  # the broker is gone, and the session with it
+    await conn.disconnect()
+
+
 def rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         for line in f:

@@ -118,6 +118,30 @@ def simulate(
     asyncio.run(main())
 
 
+@app.command()
+def edge(
+    config: Annotated[Path, typer.Option("--config", "-c", help="the agent's TOML configuration")],
+) -> None:
+    """Run the edge agent: sample sensors, buffer on disk, publish to the broker(s)."""
+    import signal
+
+    from moby.edge.agent import AgentConfig, EdgeAgent
+    from moby.logs import configure
+
+    configure(os.environ.get("MOBY_LOG_LEVEL", "info"))
+    _loop_policy()
+    agent = EdgeAgent(AgentConfig.load(config))
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await agent.run(stop)
+
+    asyncio.run(main())
+
+
 @schema_app.command("export")
 def schema_export(
     directory: Annotated[Path, typer.Argument(help="where to write the *.schema.json files")] = Path(

@@ -46,7 +46,10 @@ class Settings(BaseSettings):
 
     # --- MQTT -----------------------------------------------------------------------------
     mqtt_client_id: str = Field(default_factory=lambda: f"moby-backend-{socket.gethostname()}")
-    mqtt_share_group: str = "moby"  # "" turns shared subscriptions off
+    # Set it (the same on every backend) to split the stream over several backends with an MQTT v5
+    # shared subscription. Off by default: Mosquitto 2.0.x drops messages for an *offline*
+    # shared-subscription member after a broker restart (see docs/ARCHITECTURE.md).
+    mqtt_share_group: str = ""
     mqtt_session_expiry_s: int = 7 * 86400
     # Unacknowledged QoS 1 messages the broker may have in flight to us: bounds our memory.
     mqtt_receive_maximum: Annotated[int, Field(ge=1, le=65535)] = 1000
@@ -56,7 +59,7 @@ class Settings(BaseSettings):
     mqtt_ca_file: Path | None = None
     mqtt_cert_file: Path | None = None
     mqtt_key_file: Path | None = None
-    mqtt_reconnect_max_s: float = 30.0
+    mqtt_reconnect_max_s: float = 5.0
 
     # --- durable queue ----------------------------------------------------------------------
     queue_max_bytes: Annotated[int, Field(ge=1024 * 1024)] = GiB

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 
 import pytest
 
@@ -12,8 +13,9 @@ pytestmark = pytest.mark.integration
 
 
 def test_two_backends_split_the_stream_without_duplicates(broker, influxd, make_backend) -> None:
-    first = make_backend(broker, influxd, worker="-a")
-    second = make_backend(broker, influxd, worker="-b")
+    group = f"g{uuid.uuid4().hex[:8]}"
+    first = make_backend(broker, influxd, worker="-a", moby_mqtt_share_group=group)
+    second = make_backend(broker, influxd, worker="-b", moby_mqtt_share_group=group)
     now = int(time.time() * 1000)
     n = 6000
     mosquitto_pub_lines(broker.port, "moby/f1/s1/telemetry", [telemetry(i, now - n + i) for i in range(n)])

@@ -2,10 +2,10 @@
 
 * Persistent session (fixed client id, clean start off, session expiry): while the backend
   restarts, the broker keeps what arrives for it.
-* MQTT v5 shared subscriptions ``$share/<group>/moby/+/+/telemetry`` and ``.../health``:
-  several backends split the stream instead of each taking all of it. ``status`` (retained
-  birth/death, low volume) is subscribed *unshared*, so every backend knows every sensor's
-  metadata and can enrich whichever telemetry it is handed.
+* With a share group configured, MQTT v5 shared subscriptions ``$share/<group>/moby/+/+/telemetry``
+  and ``.../health``: several backends split the stream instead of each taking all of it.
+  ``status`` (retained birth/death, low volume) is always subscribed *unshared*, so every
+  backend knows every sensor's metadata and can enrich whichever telemetry it is handed.
 * Acknowledge after durability, in batches: each message joins the committer's current group;
   when that group is on disk, the PUBACKs of all its messages leave in one socket write. The
   client's *receive maximum* caps unacknowledged messages in flight, which bounds memory when

@@ -1,0 +1,311 @@
+"""``moby edge``: the agent next to the machines — sample, buffer on disk, publish, report.
+
+Each sensor gets a *link*: its own MQTT connection (client id ``moby-edge-<factory>-<sensor>``),
+because the contract gives every sensor its own Last Will on its own ``status`` topic and the
+broker's ACL lets a sensor publish only under its own topics.
+
+* Sampling: every ``interval_s`` the driver is read and the reading appended to the on-device
+  buffer (:class:`moby.edge.buffer.EdgeBuffer`, SQLite, fsync'd), which assigns ``seq``.
+* Publishing: readings leave the buffer only after the broker's PUBACK. One message is in flight
+  per stream, so each stream stays in order. Readings taken since the link came up (*live*) go
+  first; readings from before (*backlog*, e.g. a network cut) are replayed oldest-first in batch
+  messages of up to 1,000 readings, at most ``replay_rate`` readings/s, so live data is never
+  starved behind a long backlog.
+* Status: a retained birth on connect (metadata, units), the Last Will ``{"online": false}``
+  retained, and an explicit offline status on a clean stop. Health every ``health_every_s``.
+* Brokers: several URLs; a lost connection moves to the next one, with backoff and jitter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import tomllib
+from functools import partial
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import orjson
+import structlog
+from pydantic import BaseModel, ConfigDict, Field
+
+from moby.edge.buffer import DropPolicy, EdgeBuffer, batch_payload, sensor_key, single_payload
+from moby.edge.drivers import (
+    SensorDriver,
+    SimulatedHumidity,
+    SimulatedNoise,
+    SimulatedTemperature,
+    SimulatedVibration,
+)
+from moby.edge.features import MachineClass
+from moby.mqtt import MqttConnection, SessionOptions, keepalive, open_connection
+from moby.net import Backoff, MqttEndpoint, tls_context
+from moby.schema import HEALTH_SCHEMA, ID_PATTERN, MAX_READINGS, STATUS_SCHEMA, Topic, TopicKind
+
+log = structlog.get_logger(__name__)
+
+Id = Annotated[str, Field(pattern=ID_PATTERN)]
+
+
+class SensorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sensor_id: Id
+    type: Literal["vibration", "temperature", "humidity", "noise"]
+    interval_s: Annotated[float, Field(gt=0)] = 1.0
+    model: str = "SIM-1"
+    firmware: str = "1.0.0"
+    line_id: Id | None = None
+    machine_id: Id | None = None
+    machine_class: MachineClass = MachineClass.CLASS_II  # vibration only
+    rpm: float = 1480.0  # vibration only
+    seed: int | None = None
+
+
+class AgentConfig(BaseModel):
+    """The agent's configuration file (TOML)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    factory_id: Id
+    brokers: Annotated[list[str], Field(min_length=1)] = ["mqtt://127.0.0.1:1883"]
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    buffer_path: Path = Path("./var/edge-buffer.sqlite")
+    buffer_max_bytes: Annotated[int, Field(ge=1024 * 1024)] = 256 * 1024 * 1024
+    buffer_max_age_s: Annotated[int, Field(ge=60)] = 7 * 86400
+    drop_policy: DropPolicy = DropPolicy.DROP_OLDEST
+    replay_rate: Annotated[float, Field(gt=0)] = 5000.0  # backlog readings/s per sensor
+    health_every_s: Annotated[float, Field(gt=0)] = 30.0
+    sensors: Annotated[list[SensorConfig], Field(min_length=1)]
+
+    @classmethod
+    def load(cls, path: Path) -> AgentConfig:
+        return cls.model_validate(tomllib.loads(path.read_text()))
+
+
+def make_driver(cfg: SensorConfig) -> SensorDriver:
+    if cfg.type == "vibration":
+        return SimulatedVibration(rpm=cfg.rpm, machine_class=cfg.machine_class, seed=cfg.seed)
+    if cfg.type == "temperature":
+        return SimulatedTemperature(seed=cfg.seed)
+    if cfg.type == "humidity":
+        return SimulatedHumidity(seed=cfg.seed)
+    return SimulatedNoise(seed=cfg.seed)
+
+
+class SensorLink:
+    """One sensor: its driver, its sampling loop and its MQTT connection."""
+
+    def __init__(self, agent: EdgeAgent, cfg: SensorConfig, driver: SensorDriver) -> None:
+        self.agent = agent
+        self.cfg = cfg
+        self.driver = driver
+        self.key = sensor_key(agent.cfg.factory_id, cfg.sensor_id)
+        self.topics = {k: str(Topic(agent.cfg.factory_id, cfg.sensor_id, k)) for k in TopicKind}
+        self.new_data = asyncio.Event()
+        self.started = time.time()
+        self.reconnects = 0
+        self.errors: dict[str, int] = {}
+        self.conn: MqttConnection | None = None
+
+    # -- sampling ------------------------------------------------------------------------------
+    async def sample_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = time.monotonic()
+        while True:
+            try:
+                values = await loop.run_in_executor(None, self.driver.read)
+                ts_ms = int(time.time() * 1000)
+                await loop.run_in_executor(None, self.agent.buffer.append, self.key, ts_ms, values)
+                self.new_data.set()
+            except Exception as exc:  # a failing sensor must not stop the others
+                self.errors[type(exc).__name__] = self.errors.get(type(exc).__name__, 0) + 1
+                log.warning("sensor read failed", sensor=self.cfg.sensor_id, error=str(exc))
+            next_at += self.cfg.interval_s
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+
+    # -- publishing -----------------------------------------------------------------------------
+    def _birth(self) -> bytes:
+        meta: dict[str, Any] = {
+            "schema": STATUS_SCHEMA,
+            "online": True,
+            "ts": int(time.time() * 1000),
+            "sensor_type": self.driver.sensor_type,
+            "model": self.cfg.model,
+            "firmware": self.cfg.firmware,
+            "units": dict(self.driver.units),
+        }
+        for name in ("line_id", "machine_id"):
+            if getattr(self.cfg, name):
+                meta[name] = getattr(self.cfg, name)
+        return orjson.dumps(meta)
+
+    def _health(self) -> bytes:
+        counters = self.agent.buffer.counters()
+        return orjson.dumps(
+            {
+                "schema": HEALTH_SCHEMA,
+                "ts": int(time.time() * 1000),
+                "uptime_s": round(time.time() - self.started, 1),
+                "buffer_depth": self.agent.buffer.depth(self.key),
+                "errors": {**self.errors, **{k: v for k, v in counters.items() if v}},
+                "firmware": self.cfg.firmware,
+                "reconnects": self.reconnects,
+            }
+        )
+
+    async def publish_forever(self) -> None:
+        backoff = Backoff(0.5, 30.0)
+        brokers = [MqttEndpoint.parse(url) for url in self.agent.cfg.brokers]
+        attempt = 0
+        offline = orjson.dumps({"schema": STATUS_SCHEMA, "online": False})
+        while True:
+            endpoint = brokers[attempt % len(brokers)]
+            attempt += 1
+            options = SessionOptions(
+                client_id=f"moby-edge-{self.agent.cfg.factory_id}-{self.cfg.sensor_id}",
+                username=endpoint.username,
+                password=endpoint.password,
+                clean_start=True,  # the buffer, not the broker session, holds what is unsent
+                session_expiry_s=0,
+                will=(self.topics[TopicKind.STATUS], offline, 1, True),
+            )
+            ssl = self.agent.ssl_context if endpoint.tls else None
+            try:
+                conn, _ = await open_connection(
+                    endpoint.host, endpoint.port, options, _no_input, ssl_context=ssl
+                )
+            except (OSError, TimeoutError, ConnectionError, ValueError) as exc:
+                delay = backoff.next()
+                log.info(
+                    "broker unreachable", sensor=self.cfg.sensor_id, error=str(exc) or type(exc).__name__
+                )
+                await asyncio.sleep(delay)
+                continue
+            backoff.reset()
+            self.conn = conn
+            pinger = asyncio.create_task(keepalive(conn, options.keepalive_s))
+            try:
+                await conn.publish(self.topics[TopicKind.STATUS], self._birth(), qos=1, retain=True)
+                await self._drain(conn)
+            except (ConnectionError, TimeoutError) as exc:
+                log.info("link lost", sensor=self.cfg.sensor_id, error=str(exc) or type(exc).__name__)
+            finally:
+                pinger.cancel()
+                conn.abort()
+                self.conn = None
+            self.reconnects += 1
+            await asyncio.sleep(backoff.next())
+
+    async def _drain(self, conn: MqttConnection) -> None:
+        """Send live readings first, replay the backlog at a bounded rate, until the link drops."""
+        buffer, loop = self.agent.buffer, asyncio.get_running_loop()
+        sensor_type = self.driver.sensor_type
+        boundary = await loop.run_in_executor(None, buffer.last_id, self.key)  # older = backlog
+        live_after, backlog_after = boundary, 0
+        replay_budget, budget_at = 0.0, time.monotonic()
+        next_health = 0.0
+        while not conn.closed.done():
+            if time.monotonic() >= next_health:
+                await conn.publish(self.topics[TopicKind.HEALTH], self._health(), qos=1)
+                next_health = time.monotonic() + self.agent.cfg.health_every_s
+            sent = False
+            live = await loop.run_in_executor(
+                None, partial(buffer.pending, self.key, MAX_READINGS, after_id=live_after)
+            )
+            if live:
+                await self._send(conn, sensor_type, live)
+                live_after = live[-1].id
+                sent = True
+            rate = self.agent.cfg.replay_rate
+            now = time.monotonic()
+            replay_budget = min(replay_budget + (now - budget_at) * rate, 1000.0)
+            budget_at = now
+            if backlog_after < boundary and replay_budget >= 1:
+                limit = int(min(replay_budget, 1000))
+                rows = await loop.run_in_executor(
+                    None, partial(buffer.pending, self.key, limit, after_id=backlog_after)
+                )
+                rows = [r for r in rows if r.id <= boundary]
+                if rows:
+                    await self._send(conn, sensor_type, rows)
+                    backlog_after = rows[-1].id
+                    replay_budget -= len(rows)
+                    sent = True
+                else:
+                    backlog_after = boundary
+            if not sent:
+                self.new_data.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.new_data.wait(), 1.0)
+
+    async def _send(self, conn: MqttConnection, sensor_type: str, rows: list[Any]) -> None:
+        payload = single_payload(sensor_type, rows[0]) if len(rows) == 1 else batch_payload(sensor_type, rows)
+        await conn.publish(self.topics[TopicKind.TELEMETRY], payload, qos=1)
+        await asyncio.get_running_loop().run_in_executor(None, self.agent.buffer.ack, [r.id for r in rows])
+
+    async def say_offline(self) -> None:
+        conn = self.conn
+        if conn is not None and conn.open:
+            offline = orjson.dumps({"schema": STATUS_SCHEMA, "online": False, "ts": int(time.time() * 1000)})
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    conn.publish(self.topics[TopicKind.STATUS], offline, qos=1, retain=True), 3
+                )
+            await conn.disconnect()
+
+
+def _no_input(conn: MqttConnection, topic: str, payload: bytes, qos: int, mid: int) -> None:
+    """The agent subscribes to nothing yet (commands come with the cmd topic work)."""
+
+
+class EdgeAgent:
+    def __init__(self, cfg: AgentConfig) -> None:
+        self.cfg = cfg
+        cfg.buffer_path.parent.mkdir(parents=True, exist_ok=True)
+        self.buffer = EdgeBuffer(
+            cfg.buffer_path,
+            max_bytes=cfg.buffer_max_bytes,
+            max_age_s=cfg.buffer_max_age_s,
+            policy=cfg.drop_policy,
+        )
+        self.ssl_context = tls_context(cfg.ca_file, cfg.cert_file, cfg.key_file) if cfg.ca_file else None
+        self.links = [SensorLink(self, s, make_driver(s)) for s in cfg.sensors]
+
+    async def run(self, stop: asyncio.Event, drain_timeout_s: float = 10.0) -> None:
+        samplers = [asyncio.create_task(link.sample_forever()) for link in self.links]
+        publishers = [asyncio.create_task(link.publish_forever()) for link in self.links]
+        expiry = asyncio.create_task(self._expire_forever())
+        log.info(
+            "edge agent started",
+            factory=self.cfg.factory_id,
+            sensors=len(self.links),
+            backlog=self.buffer.depth(),
+        )
+        try:
+            await stop.wait()
+        finally:
+            # Stop sampling, give the links a bounded time to send what is buffered, then go.
+            for task in (*samplers, expiry):
+                task.cancel()
+            await asyncio.gather(*samplers, expiry, return_exceptions=True)
+            deadline = time.monotonic() + drain_timeout_s
+            # polled: acks land from executor threads, and a 50 ms poll for a few seconds is cheap
+            while self.buffer.depth() and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+            for task in publishers:
+                task.cancel()
+            await asyncio.gather(*publishers, return_exceptions=True)
+            await asyncio.gather(*(link.say_offline() for link in self.links), return_exceptions=True)
+            log.info("edge agent stopped", backlog=self.buffer.depth(), counters=self.buffer.counters())
+            self.buffer.close()
+
+    async def _expire_forever(self) -> None:
+        while True:
+            await asyncio.sleep(60)
+            dropped = await asyncio.get_running_loop().run_in_executor(None, self.buffer.expire)
+            if dropped:
+                log.warning("readings older than the buffer's age bound dropped", count=dropped)
