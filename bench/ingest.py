@@ -40,7 +40,7 @@ from typing import Any
 import orjson
 
 from moby.broker.mosquitto import Mosquitto
-from moby.procs import ManagedProcess, free_port
+from moby.procs import ManagedProcess, free_port, http_ready
 from moby.store.influxd import Influxd
 
 SENSORS = 20
@@ -197,18 +197,11 @@ class Bench:
     def backend(self, db: str, client_id: str, **env: str) -> ManagedProcess:
         api_port = free_port()
 
-        def ready() -> bool:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/readyz", timeout=1) as r:
-                    return bool(r.status == 200)
-            except OSError:
-                return False
-
         return ManagedProcess(
             "moby serve",
             [sys.executable, "-m", "moby", "serve"],
             log_path=self.dir / f"serve-{client_id}.log",
-            ready=ready,
+            ready=lambda: http_ready(f"http://127.0.0.1:{api_port}/readyz"),
             env={
                 "MOBY_MQTT_URL": self.broker.url,
                 "MOBY_INFLUX_URL": self.influx.url,

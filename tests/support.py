@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from moby.procs import ManagedProcess, free_port
+from moby.procs import ManagedProcess, free_port, http_ready
 
 
 def http_json(url: str, timeout: float = 5) -> tuple[int, Any]:
@@ -108,11 +108,7 @@ class Backend(ManagedProcess):
         )
 
     def _ready_now(self) -> bool:
-        try:
-            status, _ = http_json(f"{self.api}/readyz", timeout=1)
-        except OSError:
-            return False
-        return status == 200
+        return http_ready(f"{self.api}/readyz")
 
     def get(self, path: str) -> Any:
         status, body = http_json(self.api + path)

@@ -5,22 +5,13 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-import urllib.request
 from pathlib import Path
 
 from rich.console import Console
 
 from moby.broker.mosquitto import Mosquitto
-from moby.procs import ManagedProcess, free_port, port_open
+from moby.procs import ManagedProcess, free_port, http_ready, port_open
 from moby.store.influxd import Influxd
-
-
-def _api_ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-            return bool(r.status == 200)
-    except OSError:
-        return False
 
 
 def run_up(
@@ -65,7 +56,7 @@ def run_up(
                 "moby serve",
                 [sys.executable, "-m", "moby", "serve"],
                 log_path=data_dir / "logs" / "serve.log",
-                ready=lambda: _api_ready(api_port),
+                ready=lambda: http_ready(f"http://127.0.0.1:{api_port}/readyz"),
                 env=env,
             )
             started.append(backend.start(timeout_s=60))
