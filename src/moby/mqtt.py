@@ -75,6 +75,7 @@ class MqttConnection(asyncio.Protocol):
         self._waiters: dict[type, asyncio.Future[Any]] = {}
         self._pubacks: dict[int, asyncio.Future[None]] = {}  # our QoS 1 publishes in flight
         self._next_mid = 0
+        self._qos2_received: set[int] = set()  # QoS 2 packet ids delivered, awaiting PUBREL
         self.closed: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
         self.last_received = time.monotonic()
 
@@ -108,7 +109,10 @@ class MqttConnection(asyncio.Protocol):
                 offset += size
                 if isinstance(packet, mqtt5.PublishPacket):
                     qos, mid = int(packet.qos), packet.packet_id or 0
-                    self._on_publish(self, packet.topic, packet.payload, qos, mid)
+                    if qos == 2:
+                        self._exactly_once(packet, mid)
+                    else:
+                        self._on_publish(self, packet.topic, packet.payload, qos, mid)
                 else:
                     self._dispatch(packet)
         except (MqttError, ValueError) as exc:
@@ -120,8 +124,20 @@ class MqttConnection(asyncio.Protocol):
         view.release()
         del buffer[:offset]
 
+    def _exactly_once(self, packet: Any, mid: int) -> None:
+        """QoS 2 in (§4.3.3, method B): deliver on the first PUBLISH of a packet id, answer PUBREC;
+        a resent PUBLISH before PUBREL is not delivered again; PUBREL frees the id (PUBCOMP)."""
+        if mid not in self._qos2_received:
+            self._qos2_received.add(mid)
+            self._on_publish(self, packet.topic, packet.payload, 2, mid)
+        self.send(mqtt5.PubRecPacket(mid).write())
+
     def _dispatch(self, packet: Any) -> None:
         if isinstance(packet, mqtt5.PingRespPacket):
+            return
+        if isinstance(packet, mqtt5.PubRelPacket):
+            self._qos2_received.discard(packet.packet_id)
+            self.send(mqtt5.PubCompPacket(packet.packet_id).write())
             return
         if isinstance(packet, mqtt5.PubAckPacket):
             done = self._pubacks.pop(packet.packet_id, None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -96,3 +97,33 @@ def test_broker_outage_and_agent_restart_lose_nothing(tmp_path, own_broker, infl
     )
     temp = next(s for s in backend.get("/api/v1/sensors")["items"] if s["sensor_id"] == "temp-1")
     assert temp["metadata"]["line_id"] == "L1"
+
+
+def test_commands_over_qos2(tmp_path, broker, influxd, make_backend) -> None:
+    backend = make_backend(broker, influxd)
+    agent = agent_process(tmp_path, broker.url).start()
+
+    def health(sensor: str) -> dict:
+        items = {s["sensor_id"]: s for s in backend.get("/api/v1/sensors")["items"]}
+        return (items.get(sensor) or {}).get("health") or {}
+
+    wait_until(lambda: health("temp-1").get("interval_s") == 0.05, 30, what="first health report")
+
+    def command(payload: str) -> None:
+        subprocess.run(
+            ["mosquitto_pub", "-p", str(broker.port), "-q", "2", "-t", "moby/f1/temp-1/cmd", "-m", payload],
+            check=True,
+            timeout=10,
+        )
+
+    command('{"cmd": "ping", "id": 42}')
+    wait_until(lambda: health("temp-1").get("pong") == 42, 10, what="pong")
+    command('{"cmd": "set_interval", "interval_s": 0.5}')
+    wait_until(lambda: health("temp-1").get("interval_s") == 0.5, 10, what="new interval applied")
+    command('{"cmd": "self_destruct"}')
+    command("not json")
+    wait_until(
+        lambda: health("temp-1").get("errors", {}).get("bad_command") == 2, 10, what="bad commands counted"
+    )
+    assert health("hum-1").get("interval_s") == 0.05  # commands reach only their own sensor
+    agent.stop()

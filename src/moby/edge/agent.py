@@ -11,8 +11,9 @@ broker's ACL lets a sensor publish only under its own topics.
   first; readings from before (*backlog*, e.g. a network cut) are replayed oldest-first in batch
   messages of up to 1,000 readings, at most ``replay_rate`` readings/s, so live data is never
   starved behind a long backlog.
-* Status: a retained birth on connect (metadata, units), the Last Will ``{"online": false}``
+* Status: a retained birth on connect (metadata, units, interval), the Last Will ``{"online": false}``
   retained, and an explicit offline status on a clean stop. Health every ``health_every_s``.
+* Commands: each link subscribes to its own ``cmd`` topic at QoS 2 (set_interval, birth, ping).
 * Brokers: several URLs; a lost connection moves to the next one, with backoff and jitter.
 """
 
@@ -39,7 +40,7 @@ from moby.edge.drivers import (
     SimulatedVibration,
 )
 from moby.edge.features import MachineClass
-from moby.mqtt import MqttConnection, SessionOptions, keepalive, open_connection
+from moby.mqtt import MqttConnection, SessionOptions, keepalive, open_connection, subscribe
 from moby.net import Backoff, MqttEndpoint, tls_context
 from moby.schema import HEALTH_SCHEMA, ID_PATTERN, MAX_READINGS, STATUS_SCHEMA, Topic, TopicKind
 
@@ -137,16 +138,18 @@ class SensorLink:
             "model": self.cfg.model,
             "firmware": self.cfg.firmware,
             "units": dict(self.driver.units),
+            "interval_s": self.cfg.interval_s,
         }
         for name in ("line_id", "machine_id"):
             if getattr(self.cfg, name):
                 meta[name] = getattr(self.cfg, name)
         return orjson.dumps(meta)
 
-    def _health(self) -> bytes:
+    def _health(self, **extra: Any) -> bytes:
         counters = self.agent.buffer.counters()
         return orjson.dumps(
             {
+                **extra,
                 "schema": HEALTH_SCHEMA,
                 "ts": int(time.time() * 1000),
                 "uptime_s": round(time.time() - self.started, 1),
@@ -154,6 +157,7 @@ class SensorLink:
                 "errors": {**self.errors, **{k: v for k, v in counters.items() if v}},
                 "firmware": self.cfg.firmware,
                 "reconnects": self.reconnects,
+                "interval_s": self.cfg.interval_s,
             }
         )
 
@@ -176,7 +180,7 @@ class SensorLink:
             ssl = self.agent.ssl_context if endpoint.tls else None
             try:
                 conn, _ = await open_connection(
-                    endpoint.host, endpoint.port, options, _no_input, ssl_context=ssl
+                    endpoint.host, endpoint.port, options, self._on_command, ssl_context=ssl
                 )
             except (OSError, TimeoutError, ConnectionError, ValueError) as exc:
                 delay = backoff.next()
@@ -189,6 +193,7 @@ class SensorLink:
             self.conn = conn
             pinger = asyncio.create_task(keepalive(conn, options.keepalive_s))
             try:
+                await subscribe(conn, [self.topics[TopicKind.CMD]], qos=2)
                 await conn.publish(self.topics[TopicKind.STATUS], self._birth(), qos=1, retain=True)
                 await self._drain(conn)
             except (ConnectionError, TimeoutError) as exc:
@@ -247,6 +252,35 @@ class SensorLink:
         await conn.publish(self.topics[TopicKind.TELEMETRY], payload, qos=1)
         await asyncio.get_running_loop().run_in_executor(None, self.agent.buffer.ack, [r.id for r in rows])
 
+    # -- commands (QoS 2 on moby/<factory>/<sensor>/cmd) ------------------------------------------
+    def _on_command(self, conn: MqttConnection, topic: str, payload: bytes, qos: int, mid: int) -> None:
+        """``{"cmd": "set_interval", "interval_s": 2}``, ``{"cmd": "birth"}``, ``{"cmd": "ping", "id": …}``.
+
+        A ping is answered with an immediate health report carrying ``"pong": <id>``; a new
+        interval is confirmed the same way and by a new birth message. Anything else is counted
+        in the health report's ``errors.bad_command`` and logged, never fatal.
+        """
+        try:
+            command = orjson.loads(payload)
+            name = command["cmd"]
+            if name == "set_interval":
+                interval = float(command["interval_s"])
+                if not 0.001 <= interval <= 86400:
+                    raise ValueError(f"interval_s {interval} is outside 0.001-86400")
+                self.cfg = self.cfg.model_copy(update={"interval_s": interval})
+                _send_soon(conn, self.topics[TopicKind.HEALTH], self._health(applied="set_interval"))
+                _send_soon(conn, self.topics[TopicKind.STATUS], self._birth(), retain=True)
+            elif name == "birth":
+                _send_soon(conn, self.topics[TopicKind.STATUS], self._birth(), retain=True)
+            elif name == "ping":
+                _send_soon(conn, self.topics[TopicKind.HEALTH], self._health(pong=command.get("id")))
+            else:
+                raise ValueError(f"unknown command {name!r}")
+            log.info("command applied", sensor=self.cfg.sensor_id, cmd=name)
+        except (ValueError, KeyError, TypeError, orjson.JSONDecodeError) as exc:
+            self.errors["bad_command"] = self.errors.get("bad_command", 0) + 1
+            log.warning("bad command ignored", sensor=self.cfg.sensor_id, error=str(exc)[:200])
+
     async def say_offline(self) -> None:
         conn = self.conn
         if conn is not None and conn.open:
@@ -258,8 +292,12 @@ class SensorLink:
             await conn.disconnect()
 
 
-def _no_input(conn: MqttConnection, topic: str, payload: bytes, qos: int, mid: int) -> None:
-    """The agent subscribes to nothing yet (commands come with the cmd topic work)."""
+def _send_soon(conn: MqttConnection, topic: str, payload: bytes, *, retain: bool = False) -> None:
+    """Publish QoS 1 from a callback; a lost connection only loses this reply (it is logged)."""
+    done = conn.publish(topic, payload, qos=1, retain=retain)
+    done.add_done_callback(
+        lambda f: f.cancelled() or (f.exception() and log.info("reply not sent", topic=topic))
+    )
 
 
 class EdgeAgent:
