@@ -18,7 +18,9 @@ def test_two_backends_split_the_stream_without_duplicates(broker, influxd, make_
     second = make_backend(broker, influxd, worker="-b", moby_mqtt_share_group=group)
     now = int(time.time() * 1000)
     n = 6000
-    mosquitto_pub_lines(broker.port, "moby/f1/s1/telemetry", [telemetry(i, now - n + i) for i in range(n)])
+    mosquitto_pub_lines(
+        broker.port, "moby/workers/s1/telemetry", [telemetry(i, now - n + i) for i in range(n)]
+    )
     wait_until(lambda: first.stored() == n, 60, what=f"{n} points")
     received = [b.metric("moby_messages_received_total", 'kind="telemetry"') for b in (first, second)]
     assert sum(received) == n, received  # every message went to exactly one backend
@@ -26,12 +28,14 @@ def test_two_backends_split_the_stream_without_duplicates(broker, influxd, make_
     # Birth messages are subscribed unshared, so both backends know the sensor's metadata.
     mosquitto_pub_lines(
         broker.port,
-        "moby/f1/s1/status",
+        "moby/workers/s1/status",
         [b'{"schema":"moby.status.v1","online":true,"sensor_type":"vibration","line_id":"L1"}'],
     )
     for b in (first, second):
         wait_until(
-            lambda b=b: b.get("/api/v1/sensors")["items"][0]["metadata"].get("line_id") == "L1",
+            lambda b=b: (
+                b.get("/api/v1/sensors?factory_id=workers")["items"][0]["metadata"].get("line_id") == "L1"
+            ),
             10,
             what="birth seen by both",
         )
