@@ -80,6 +80,7 @@ class AgentConfig(BaseModel):
     drop_policy: DropPolicy = DropPolicy.DROP_OLDEST
     replay_rate: Annotated[float, Field(gt=0)] = 5000.0  # backlog readings/s per sensor
     health_every_s: Annotated[float, Field(gt=0)] = 30.0
+    reconnect_max_s: Annotated[float, Field(gt=0)] = 5.0  # backoff ceiling between broker attempts
     sensors: Annotated[list[SensorConfig], Field(min_length=1)]
 
     @classmethod
@@ -111,6 +112,7 @@ class SensorLink:
         self.reconnects = 0
         self.errors: dict[str, int] = {}
         self.conn: MqttConnection | None = None
+        self._logged_counters: dict[str, int] = {}
 
     # -- sampling ------------------------------------------------------------------------------
     async def sample_forever(self) -> None:
@@ -147,6 +149,14 @@ class SensorLink:
 
     def _health(self, **extra: Any) -> bytes:
         counters = self.agent.buffer.counters()
+        grown = {
+            k: v - self._logged_counters.get(k, 0)
+            for k, v in counters.items()
+            if v > self._logged_counters.get(k, 0)
+        }
+        if grown:  # drops go to the log as well as into every health report
+            log.warning("buffer dropped readings since the last report", sensor=self.cfg.sensor_id, **grown)
+            self._logged_counters = counters
         return orjson.dumps(
             {
                 **extra,
@@ -162,7 +172,7 @@ class SensorLink:
         )
 
     async def publish_forever(self) -> None:
-        backoff = Backoff(0.5, 30.0)
+        backoff = Backoff(0.5, self.agent.cfg.reconnect_max_s)
         brokers = [MqttEndpoint.parse(url) for url in self.agent.cfg.brokers]
         attempt = 0
         offline = orjson.dumps({"schema": STATUS_SCHEMA, "online": False})
