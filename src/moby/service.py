@@ -78,7 +78,7 @@ class Engine:
             concurrency=s.write_concurrency,
             retry_initial_s=s.retry_initial_s,
             retry_max_s=s.retry_max_s,
-            on_missing_database=self._rebootstrap,
+            on_missing_database=self.bootstrap.run,
         )
         self.subscriber = Subscriber(s, self.processor, self.committer, self.metrics)
         self.metrics.queue_points.set(self.queue.depth_points)
@@ -93,9 +93,6 @@ class Engine:
             sensors=len(self.registry),
             **s.safe_summary(),
         )
-
-    async def _rebootstrap(self) -> None:
-        await self.bootstrap.run()
 
     async def _bootstrap_loop(self) -> None:
         """Bootstrap once InfluxDB answers, then keep the rollup queries in step with new fields."""

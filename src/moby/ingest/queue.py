@@ -242,8 +242,7 @@ class DurableQueue:
                     "INSERT INTO queue (lines, points, first_ts_ms, received_ms) VALUES (?, ?, ?, ?)",
                     [(e.lines, e.points, e.first_ts_ms, e.received_ms) for e in entries],
                 )
-            if deletes:
-                conn.executemany("DELETE FROM queue WHERE id BETWEEN ? AND ?", deletes)
+            self._delete_ranges(deletes)
             evicted = self._insert_dead(dead) if dead else 0
             if sensors:
                 conn.executemany(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 
@@ -59,7 +59,7 @@ class Writer:
         concurrency: int = 2,
         retry_initial_s: float = 0.2,
         retry_max_s: float = 30.0,
-        on_missing_database: object = None,
+        on_missing_database: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._queue = queue
         self._client = client
@@ -162,12 +162,12 @@ class Writer:
                 self._metrics.write_errors.labels("rejected").inc()
                 log.info("InfluxDB rejected points", error=str(exc)[:300])
                 return str(exc)
-            except (RetryableError, InfluxError) as exc:
+            except InfluxError as exc:  # retryable, or a configuration problem: both wait and retry
                 kind = "retryable" if isinstance(exc, RetryableError) else "config"
                 self._metrics.write_errors.labels(kind).inc()
                 self._metrics.influx_up.set(0)
                 self.healthy = False
-                if isinstance(exc, DatabaseNotFound) and callable(self._on_missing_database):
+                if isinstance(exc, DatabaseNotFound) and self._on_missing_database is not None:
                     with contextlib.suppress(Exception):
                         await self._on_missing_database()
                 delay = backoff.next()
