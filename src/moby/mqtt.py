@@ -53,6 +53,8 @@ class SessionOptions:
 # Larger than anything the broker may send us (Mosquitto's max_packet_size here is 1 MiB);
 # a partial packet claiming more is treated as a protocol error rather than buffered.
 MAX_PACKET_BYTES = 4 * 1024 * 1024
+# A chunk this large means a backlog is being read: give the loop a turn after it.
+YIELD_AFTER_BYTES = 16 * 1024
 
 
 def puback(mid: int) -> bytes:
@@ -78,6 +80,8 @@ class MqttConnection(asyncio.Protocol):
         self._qos2_received: set[int] = set()  # QoS 2 packet ids delivered, awaiting PUBREL
         self.closed: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
         self.last_received = time.monotonic()
+        self._held = False  # reading paused by the user (flow control)
+        self._yielding = False  # reading paused until the loop has run its other callbacks
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -123,6 +127,27 @@ class MqttConnection(asyncio.Protocol):
             return
         view.release()
         del buffer[:offset]
+        if len(data) >= YIELD_AFTER_BYTES and self._transport is not None and not self._held:
+            self._yield_to_loop()
+
+    def _yield_to_loop(self) -> None:
+        """Stop reading until the event loop has run everything else that is ready.
+
+        With a backlog at the broker, libuv reads a socket up to 32 times per poll (256 KiB each
+        under uvloop) and hands every chunk straight to :meth:`data_received`: 8 MiB of messages
+        processed in one go, during which the loop runs nothing else — measured starving the
+        InfluxDB writer (and the HTTP API) for a second at a time while a backlog drained.
+        Pausing after a large chunk bounds that to one chunk per loop iteration.
+        """
+        assert self._transport is not None
+        self._yielding = True
+        self._transport.pause_reading()
+        asyncio.get_running_loop().call_soon(self._end_yield)
+
+    def _end_yield(self) -> None:
+        self._yielding = False
+        if not self._held:
+            self.resume_reading()
 
     def _exactly_once(self, packet: Any, mid: int) -> None:
         """QoS 2 in (§4.3.3, method B): deliver on the first PUBLISH of a packet id, answer PUBREC;
@@ -167,10 +192,15 @@ class MqttConnection(asyncio.Protocol):
             self._transport.write(data)
 
     def pause_reading(self) -> None:
+        """Stop reading the socket (TCP backpressure) until :meth:`resume_reading`."""
+        self._held = True
         if self._transport is not None:
             self._transport.pause_reading()
 
     def resume_reading(self) -> None:
+        self._held = False
+        if self._yielding:
+            return  # _end_yield resumes
         if self._transport is not None and not self._transport.is_closing():
             self._transport.resume_reading()
 

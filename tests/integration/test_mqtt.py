@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import uvloop
 
+from moby import mqtt
 from moby.broker.mosquitto import Mosquitto
 from moby.mqtt import MqttConnection, SessionOptions, open_connection, subscribe
 
@@ -71,3 +73,62 @@ async def test_pending_publishes_fail_when_the_connection_is_lost(own_broker: Mo
     futures = [pub.publish("t3/x", b"x") for _ in range(10)]
     results = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 10)
     assert all(isinstance(r, ConnectionError) for r in results), results
+
+
+@pytest.mark.parametrize("yield_after", [mqtt.YIELD_AFTER_BYTES, None])
+def test_a_backlog_is_read_a_chunk_per_loop_turn(
+    broker: Mosquitto, monkeypatch: pytest.MonkeyPatch, yield_after: int | None
+) -> None:
+    """Under uvloop (what `moby serve` runs on) libuv reads a socket up to 32 times per poll; a
+    drained backlog must still leave the loop a turn between chunks, or everything else in the
+    process (the InfluxDB writer, the HTTP API) stalls while the backlog drains.
+
+    Run twice: as shipped, and with the yielding turned off to show the test can tell."""
+    if yield_after is None:
+        monkeypatch.setattr(mqtt, "YIELD_AFTER_BYTES", 2**62)
+    client_id = f"t-backlog-{yield_after}"
+
+    async def scenario() -> list[int]:
+        first, _ = await open_connection("127.0.0.1", broker.port, SessionOptions(client_id), _ignore)
+        await subscribe(first, [f"{client_id}/#"])
+        await first.disconnect()  # the session stays: the broker queues for it
+        pub, _ = await open_connection("127.0.0.1", broker.port, SessionOptions(f"{client_id}-pub"), _ignore)
+        payload = b"x" * 20_000
+        await asyncio.wait_for(
+            asyncio.gather(*(pub.publish(f"{client_id}/t", payload) for i in range(400))), 60
+        )
+        await pub.disconnect()
+
+        turns = 0
+        seen_at_turn: list[int] = []
+
+        def on_publish(conn: MqttConnection, topic: str, payload: bytes, qos: int, mid: int) -> None:
+            seen_at_turn.append(turns)
+            conn.ack([mid])
+
+        async def ticker() -> None:
+            nonlocal turns
+            while True:
+                turns += 1
+                await asyncio.sleep(0)
+
+        tick = asyncio.create_task(ticker())
+        sub, _ = await open_connection(
+            "127.0.0.1", broker.port, SessionOptions(client_id, receive_maximum=1000), on_publish
+        )
+        for _ in range(600):
+            if len(seen_at_turn) >= 400:
+                break
+            await asyncio.sleep(0.05)
+        tick.cancel()
+        await sub.disconnect()
+        return seen_at_turn
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        seen = runner.run(scenario())
+    assert len(seen) == 400
+    longest_run = max(seen.count(turn) for turn in set(seen))  # messages handled within one loop turn
+    if yield_after is None:
+        assert longest_run > 50  # the whole backlog (or most of it) in one go
+    else:
+        assert longest_run <= 30  # one 256 KiB read holds ~13 of these 20 kB messages

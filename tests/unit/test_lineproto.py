@@ -16,6 +16,7 @@ observed on a real ``influxd`` 1.6:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -30,8 +31,12 @@ from moby.ingest.lineproto import (
     escape_key,
     escape_measurement,
     escape_string_field,
+    fields_from_json,
+    fields_from_json_list,
     format_field,
+    name_marker,
     series_key,
+    values_json,
 )
 
 MEASUREMENT_ESC = frozenset(',= "')
@@ -350,3 +355,42 @@ _AMBIGUOUS = [
 @pytest.mark.parametrize(("where", "name"), _AMBIGUOUS)
 def test_names_influx_cannot_carry_are_refused_not_mangled(where: str, name: str) -> None:
     assert _round_trips_or_is_refused(where, name)
+
+
+# -- fields straight from the values' JSON rendering -------------------------------------------
+value_names = st.from_regex(r"\A[a-z][a-z0-9_]{0,63}\Z")
+readings_values = st.dictionaries(value_names, finite_floats, min_size=1, max_size=8)
+# line protocol's float: digits, an optional fraction and exponent, no "i" suffix (that is an int)
+_LP_FLOAT = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+
+
+@given(readings_values)
+def test_json_fields_are_the_values_as_floats(values: dict[str, float]) -> None:
+    fields = fields_from_json(values_json(values)).decode()
+    _, _, parsed, _ = parse_line(f"m {fields} 1")
+    assert [k for k, _ in parsed] == list(values)
+    for (_, got), (name, want) in zip(parsed, values.items(), strict=True):
+        assert isinstance(got, float), name
+        assert got == want and math.copysign(1, got) == math.copysign(1, want)
+    for text in (part.split("=", 1)[1] for part in fields.split(",")):
+        assert _LP_FLOAT.fullmatch(text), text
+
+
+@given(st.lists(readings_values, min_size=1, max_size=20))
+def test_json_fields_of_a_list_match_one_by_one(many: list[dict[str, float]]) -> None:
+    assert fields_from_json_list(values_json(many)) == [fields_from_json(values_json(v)) for v in many]
+
+
+def test_json_fields_of_integral_and_extreme_floats() -> None:
+    values = {"a": 2.0, "b": 1e-7, "c": 1e22, "d": -0.0, "e": 5e-324, "f": 1.7976931348623157e308}
+    assert fields_from_json(values_json(values)) == (
+        b"a=2.0,b=1e-7,c=1e+22,d=-0.0,e=5e-324,f=1.7976931348623157e+308"
+    )
+
+
+@pytest.mark.parametrize(
+    ("values", "found"),
+    [({"seq": 1.0}, True), ({"a": 1.0, "seq": 2.0}, True), ({"seqx": 1.0}, False), ({"xseq": 1.0}, False)],
+)
+def test_name_marker_finds_exact_names_only(values: dict[str, float], found: bool) -> None:
+    assert (name_marker("seq") in values_json(values)) is found

@@ -136,6 +136,44 @@ def test_batch_is_one_line_per_reading(proc: Processor) -> None:
     assert out.first_ts_ms == TS
 
 
+def test_batch_readings_may_name_their_values_in_any_order(proc: Processor) -> None:
+    out = accepted(
+        proc.process(
+            TOPIC,
+            batch(
+                {"ts": TS, "seq": 1, "values": {"a": 1.5, "b": 2}},
+                {"ts": TS + 1, "seq": 2, "values": {"b": 3.25, "a": -1e-7}},
+                {"ts": TS + 2, "seq": 3, "values": {"c": 0.0}, "quality": "uncertain"},
+            ),
+        )
+    )
+    assert out.lines == (
+        b"vibration,factory_id=f1,sensor_id=s1 a=1.5,b=2.0,seq=1i 1764139251123\n"
+        b"vibration,factory_id=f1,sensor_id=s1 b=3.25,a=-1e-7,seq=2i 1764139251124\n"
+        b'vibration,factory_id=f1,sensor_id=s1 c=0.0,seq=3i,quality="uncertain" 1764139251125\n'
+    )
+
+
+@pytest.mark.parametrize("name", ["seq", "quality"])
+def test_a_reserved_name_in_a_later_reading_rejects_the_batch(proc: Processor, name: str) -> None:
+    out = proc.process(
+        TOPIC,
+        batch(
+            {"ts": TS, "seq": 1, "values": {"a": 1.0}},
+            {"ts": TS + 1, "seq": 2, "values": {"a": 1.0, name: 2.0}},
+        ),
+    )
+    assert reason(out) is Reason.SCHEMA
+    assert isinstance(out, Rejected) and "seq=2" in out.detail
+
+
+def test_names_that_merely_contain_a_reserved_word_are_fine(proc: Processor) -> None:
+    out = accepted(
+        proc.process(TOPIC, batch({"ts": TS, "seq": 1, "values": {"seq_gap": 1.0, "qualityx": 2.0}}))
+    )
+    assert out.lines.endswith(b" seq_gap=1.0,qualityx=2.0,seq=1i 1764139251123\n")
+
+
 def test_big_batch(proc: Processor) -> None:
     readings = [{"ts": TS + i, "seq": i, "values": {"v": float(i)}} for i in range(1000)]
     out = accepted(proc.process(TOPIC, batch(*readings)))

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from moby.ingest.queue import ROW_OVERHEAD, DeadLetter, DeadLetterReader, DurableQueue, Segment
+from moby.ingest.queue import ROW_OVERHEAD, DeadLetter, DeadLetterReader, DurableQueue, Segment, StoredSegment
 
 MiB = 1024 * 1024
 
@@ -280,6 +284,64 @@ async def test_ids_are_never_reused_after_the_queue_empties(queue: DurableQueue)
     await queue.flush()  # the queue is now empty on disk
     await queue.commit([seg(3)])
     assert [r.lines for r in await queue.read(cursor, 10)] == [seg(3).lines]
+
+
+async def test_fresh_rows_are_handed_to_the_writer_from_memory(
+    queue: DurableQueue, path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await queue.commit([seg(1, 2), seg(2, 3)])
+
+    def no_disk(*args: object) -> None:
+        raise AssertionError("read from disk")
+
+    monkeypatch.setattr(queue, "_read", no_disk)
+    rows = await queue.read(0, 100)
+    monkeypatch.undo()
+    # ... and they are exactly what is on disk
+    other = DurableQueue(path, max_bytes=MiB, dlq_max_items=10)
+    await other.open()
+    try:
+        assert await other.read(0, 100) == rows
+    finally:
+        await other.close()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    steps=st.lists(st.tuples(st.integers(0, 3), st.integers(1, 12)), min_size=1, max_size=25),
+    hot_segments=st.integers(0, 4),
+)
+def test_the_writer_sees_every_row_once_in_order_whatever_the_memory_bound(
+    tmp_path: Path, steps: list[tuple[int, int]], hot_segments: int
+) -> None:
+    """Commits and reads interleaved, with a memory bound of a few rows: the reader, moving
+    forward from its cursor as the writer does, gets every committed row once, in order."""
+
+    async def run() -> None:
+        path = tmp_path / f"q-{uuid.uuid4().hex}.sqlite"
+        size = len(seg(0, 2).lines) + ROW_OVERHEAD
+        q = DurableQueue(
+            path, max_bytes=MiB, dlq_max_items=10, sync="normal", hot_max_bytes=hot_segments * size
+        )
+        await q.open()
+        committed: list[bytes] = []
+        seen: list[StoredSegment] = []
+        try:
+            for n, (commits, max_points) in enumerate(steps):
+                batch = [seg(100 * n + i, 2) for i in range(commits)]
+                await q.commit(batch)
+                committed += [b.lines for b in batch]
+                rows = await q.read(seen[-1].id if seen else 0, max_points)
+                seen += rows
+                q.remove(rows)
+            while rows := await q.read(seen[-1].id if seen else 0, 5):
+                seen += rows
+        finally:
+            await q.close()
+        assert [r.lines for r in seen] == committed
+        assert [r.id for r in seen] == sorted({r.id for r in seen})
+
+    asyncio.run(run())
 
 
 async def test_a_rowid_queue_from_an_older_release_is_migrated(path: Path) -> None:

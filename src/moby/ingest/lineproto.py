@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Final
 
+import orjson
+
 _MEASUREMENT: Final = str.maketrans({",": r"\,", " ": r"\ "})
 _KEY: Final = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
 _STRING: Final = str.maketrans({'"': r"\"", "\\": r"\\"})
@@ -84,3 +86,30 @@ def encode_point(
 ) -> str:
     """One line (without the trailing newline)."""
     return f"{series_key(measurement, tags)} {encode_fields(fields.items())} {int(timestamp)}"
+
+
+# Readings' values become fields straight from their JSON rendering: orjson writes a reading's
+# values as ``{"a":1.5,"b":2.0}``. Value names match the contract's ``^[a-z][a-z0-9_]*$`` and
+# values are finite numbers, so nothing in that text needs escaping, and JSON's number syntax is
+# a subset of line protocol's float syntax (no ``i`` suffix: a float, even ``2``). Dropping the
+# quotes and turning ``:`` into ``=`` gives the fields, ``a=1.5,b=2.0``, with the float formatting
+# done in Rust (~10x faster than ``repr`` per value, which dominated encoding).
+
+
+# The JSON rendering of one reading's values, or of a list of them, for the functions below.
+values_json: Final = orjson.dumps
+
+
+def name_marker(name: str) -> bytes:
+    """What marks ``name`` as a value name in :data:`values_json`'s output (``b'"name":'``)."""
+    return f'"{name}":'.encode()
+
+
+def fields_from_json(rendered: bytes) -> bytes:
+    """One reading's fields from ``values_json(values)``."""
+    return rendered[1:-1].replace(b'"', b"").replace(b":", b"=")
+
+
+def fields_from_json_list(rendered: bytes) -> list[bytes]:
+    """Each reading's fields from ``values_json([values, ...])`` (a non-empty list)."""
+    return rendered[2:-2].replace(b'"', b"").replace(b":", b"=").split(b"},{")

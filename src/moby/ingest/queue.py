@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -111,7 +112,15 @@ def connect(path: Path, *, readonly: bool = False, sync: str = "full") -> sqlite
 
 
 class DurableQueue:
-    def __init__(self, path: Path, *, max_bytes: int, dlq_max_items: int, sync: str = "full") -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_bytes: int,
+        dlq_max_items: int,
+        sync: str = "full",
+        hot_max_bytes: int = 32 * 1024 * 1024,
+    ) -> None:
         self.path = path
         self.max_bytes = max_bytes
         self.dlq_max_items = dlq_max_items
@@ -129,6 +138,12 @@ class DurableQueue:
         self.dead_total = 0
         self.dead_evicted = 0
         self._room = asyncio.Event()
+        # Rows committed since open, in id order, not yet handed to the writer: every row with
+        # id > _hot_floor that is still queued is here. Bounded by bytes (oldest dropped).
+        self.hot_max_bytes = hot_max_bytes
+        self._hot: deque[StoredSegment] = deque()
+        self._hot_bytes = 0
+        self._hot_floor = 2**63
 
     # -- plumbing ------------------------------------------------------------------------------
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -157,6 +172,9 @@ class DurableQueue:
         self.dead_total = self.conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
         row = self.conn.execute("SELECT value FROM meta WHERE key='dead_evicted'").fetchone()
         self.dead_evicted = row[0] if row else 0
+        # Rows after the highest id ever used will all pass through _keep_hot.
+        row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'queue'").fetchone()
+        self._hot_floor = row[0] if row else 0
 
     def _migrate(self) -> None:
         """Bring a queue file from an older release to this schema (``PRAGMA user_version``)."""
@@ -217,7 +235,8 @@ class DurableQueue:
         sensors: Sequence[tuple[str, str, dict[str, Any]]] = (),
     ) -> None:
         """One transaction: new segments, dead letters, sensor records, pending deletes."""
-        await self._run(self._commit, entries, dead, sensors, self._take_deletes())
+        ids = await self._run(self._commit, entries, dead, sensors, self._take_deletes())
+        self._keep_hot(entries, ids)
         self.depth_rows += len(entries)
         self.depth_points += sum(e.points for e in entries)
         self.depth_bytes += sum(e.size for e in entries)
@@ -233,15 +252,18 @@ class DurableQueue:
         dead: Sequence[DeadLetter],
         sensors: Sequence[tuple[str, str, dict[str, Any]]],
         deletes: Sequence[tuple[int, int]],
-    ) -> None:
+    ) -> list[int]:
         conn = self.conn
+        ids: list[int] = []
         conn.execute("BEGIN")
         try:
-            if entries:
-                conn.executemany(
+            for e in entries:  # a few segments per commit: one execute each, for their ids
+                cursor = conn.execute(
                     "INSERT INTO queue (lines, points, first_ts_ms, received_ms) VALUES (?, ?, ?, ?)",
-                    [(e.lines, e.points, e.first_ts_ms, e.received_ms) for e in entries],
+                    (e.lines, e.points, e.first_ts_ms, e.received_ms),
                 )
+                assert cursor.lastrowid is not None
+                ids.append(cursor.lastrowid)
             self._delete_ranges(deletes)
             evicted = self._insert_dead(dead) if dead else 0
             if sensors:
@@ -256,6 +278,7 @@ class DurableQueue:
             raise
         self.dead_total += len(dead) - evicted
         self.dead_evicted += evicted
+        return ids
 
     def _delete_ranges(self, deletes: Sequence[tuple[int, int]]) -> None:
         if deletes:
@@ -285,11 +308,46 @@ class DurableQueue:
         await self.commit((), dead)
 
     # -- the writer side ---------------------------------------------------------------------
+    def _keep_hot(self, entries: Sequence[Segment], ids: Sequence[int]) -> None:
+        """Keep just-committed rows in memory for the writer (bounded; the disk has them all)."""
+        hot = self._hot
+        for e, id_ in zip(entries, ids, strict=True):
+            hot.append(StoredSegment(e.lines, e.points, e.first_ts_ms, e.received_ms, id_))
+            self._hot_bytes += e.size
+        while self._hot_bytes > self.hot_max_bytes and hot:
+            dropped = hot.popleft()
+            self._hot_bytes -= dropped.size
+            self._hot_floor = dropped.id
+
     async def read(self, after_id: int, max_points: int) -> list[StoredSegment]:
-        """Rows with id > after_id in order, up to max_points points (at least one row)."""
+        """Rows with id > after_id in order, up to max_points points (at least one row).
+
+        The writer reads forward only. While it keeps up, the rows it asks for were committed
+        moments ago and are still in memory: they are handed over from there, without a round
+        trip through SQLite on the read thread (measured at 20-60 ms per read while ingest kept
+        the interpreter busy). After a restart, or when the writer fell behind by more than
+        ``hot_max_bytes`` (InfluxDB down), it reads from disk until it has caught up.
+        """
+        if after_id >= self._hot_floor:
+            return self._read_hot(after_id, max_points)
         return await asyncio.get_running_loop().run_in_executor(
             self._read_executor, self._read, after_id, max_points
         )
+
+    def _read_hot(self, after_id: int, max_points: int) -> list[StoredSegment]:
+        hot = self._hot
+        while hot and hot[0].id <= after_id:  # already read from disk
+            self._hot_bytes -= hot.popleft().size
+        rows: list[StoredSegment] = []
+        points = 0
+        while hot and not (rows and points + hot[0].points > max_points):
+            row = hot.popleft()
+            self._hot_bytes -= row.size
+            rows.append(row)
+            points += row.points
+        if rows:
+            self._hot_floor = rows[-1].id
+        return rows
 
     def _read(self, after_id: int, max_points: int) -> list[StoredSegment]:
         assert self._reader is not None, "queue is not open"
