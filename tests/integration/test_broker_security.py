@@ -26,7 +26,8 @@ from moby.broker.pki import CertificateAuthority
 from moby.broker.setup import BrokerConfig, BrokerDir, SecureMosquitto
 from moby.mqtt import MqttConnection, MqttError, SessionOptions, open_connection, subscribe
 from moby.net import tls_context
-from moby.procs import free_port
+from moby.procs import ManagedProcess, free_port
+from tests.support import Backend, influx_query, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -287,3 +288,53 @@ async def _until(predicate: Callable[[], bool], within_s: float = 10) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("timed out")
+
+
+def test_the_pipeline_runs_over_mqtts_with_these_credentials(secure: Setup, influxd, tmp_path: Path) -> None:
+    """`moby edge` with two bundles' certificates → broker → `moby serve` as a backend user → InfluxDB."""
+    for sensor in ("pa", "pb"):
+        secure.bdir.add_sensor(sensor, FACTORY)
+    assert secure.bdir.reload()
+    device = tmp_path / "device"  # the bundle as copied onto the device
+    shutil.copytree(secure.bdir.sensor_dir("pa"), device)
+    shutil.copytree(secure.bdir.sensor_dir("pb"), device / "pb")
+    config = (device / "agent.toml").read_text()
+    assert f'brokers = ["mqtts://localhost:{secure.cert_port}"]' in config
+    config += (
+        'interval_s = 0.2\n\n[[sensors]]\nsensor_id = "pb"\ntype = "temperature"\ninterval_s = 0.2\n'
+        'cert_file = "pb/client.crt"\nkey_file = "pb/client.key"\n'
+    )
+    (device / "agent.toml").write_text(config)
+
+    db = f"t_{uuid.uuid4().hex[:10]}"
+    backend = Backend(
+        data_dir=tmp_path / "backend",
+        mqtt_url=f"mqtts://backend:{secure.password('backend')}@127.0.0.1:{secure.password_port}",
+        influx_url=influxd.url,
+        db=db,
+        client_id=f"moby-test-{uuid.uuid4().hex[:8]}",
+        extra_env={"MOBY_MQTT_CA_FILE": str(secure.bdir.ca_cert)},
+    ).start(timeout_s=60)
+    agent = ManagedProcess(
+        "moby edge",
+        [sys.executable, "-m", "moby", "edge", "--config", "agent.toml"],
+        log_path=tmp_path / "edge.log",
+        ready=lambda: True,
+        cwd=device,
+    ).start()
+    try:
+
+        def stored(sensor: str) -> int:
+            res = influx_query(influxd.url, f"SELECT count(seq) FROM /.*/ WHERE sensor_id = '{sensor}'", db)
+            return sum(s["values"][0][1] for s in res[0].get("series", []))
+
+        wait_until(
+            lambda: stored("pa") >= 5 and stored("pb") >= 5, 45, what="readings of both sensors stored"
+        )
+        sensors = {s["sensor_id"]: s for s in backend.get("/api/v1/sensors")["items"]}
+        assert {"pa", "pb"} <= set(sensors)  # their retained births reached the backend too
+        log = (tmp_path / "edge.log").read_text() + backend.log_path.read_text()
+        assert secure.password("backend") not in log  # the URL's password is never logged
+    finally:
+        agent.stop()
+        backend.stop()
