@@ -70,7 +70,10 @@ def up(
     data_dir: Annotated[Path, typer.Option(envvar="MOBY_DATA_DIR", help="state of every part")] = Path(
         "./var"
     ),
-    mqtt_port: Annotated[int, typer.Option(help="the broker's port")] = 18830,
+    mqtt_port: Annotated[int, typer.Option(help="the broker's TLS port for passwords")] = 18830,
+    mqtt_cert_port: Annotated[
+        int, typer.Option(help="the broker's TLS port for client certificates")
+    ] = 18831,
     influx_port: Annotated[int, typer.Option(help="InfluxDB's HTTP port")] = 18086,
     api_port: Annotated[int, typer.Option(envvar="MOBY_API_PORT", help="the backend's HTTP port")] = 8000,
     sensors: Annotated[int, typer.Option(help="simulated sensors")] = 40,
@@ -84,6 +87,7 @@ def up(
         run_up(
             data_dir,
             mqtt_port=mqtt_port,
+            mqtt_cert_port=mqtt_cert_port,
             influx_port=influx_port,
             api_port=api_port,
             sensors=sensors,

@@ -162,6 +162,27 @@ class BrokerDir:
         self._write(registry, ca)
         return registry
 
+    def ensure(self, cert_port: int, password_port: int) -> Registry:
+        """A setup on these ports: created if missing, else kept (CA, users, sensors) and re-rendered."""
+        if not self.exists:
+            return self.init(BrokerConfig(cert_port=cert_port, password_port=password_port, bind="127.0.0.1"))
+        registry = self.load()
+        registry.config.cert_port, registry.config.password_port = cert_port, password_port
+        self._write(registry, pki.CertificateAuthority.load(self.dir / "ca"))
+        return registry
+
+    def ensure_user(self, name: str, role: Role, *, factory: str | None = None) -> str:
+        """The password of user ``name``, created with ``role`` if it does not exist yet."""
+        registry = self.load()
+        entry = registry.principals.get(name)
+        if entry is None or not self.password_path(name).exists():
+            if entry is not None:
+                self.remove(name)
+            self.add_user(name, role, factory=factory)
+        elif entry["role"] != role.value or entry.get("factory") != factory:
+            raise BrokerSetupError(f"{name!r} exists with another role or factory")
+        return self.password_path(name).read_text().strip()
+
     def add_sensor(self, sensor_id: str, factory: str, *, password: bool = False) -> Path:
         """Issue a client certificate (CN = sensor id) and, if asked, a password; write the bundle."""
         _check_id(sensor_id, "sensor id")
