@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from moby.schema.topics import TOPIC_ROOT, TopicKind
+from moby.schema import TOPIC_ROOT, TopicKind
 
 
 class Role(StrEnum):
