@@ -176,10 +176,25 @@ async def test_a_revoked_sensor_is_refused_after_reload(secure: Setup, tmp_path:
     ok = await Client().connect(secure.password_port, tls=ca_only(secure), user="srev", password=password)
     await ok.close()
 
+    watcher = await backend(secure)
+    assert watcher.conn is not None
+    await subscribe(watcher.conn, ["moby/#"])
+    live = await Client().connect(secure.cert_port, tls=sensor_tls(secure, "srev", kept))
+    assert live.conn is not None
+    topic = f"moby/{FACTORY}/srev/health"
+    await live.conn.publish(topic, b"before", qos=1)
+    await _until(lambda: (topic, b"before") in watcher.received)
+
     secure.bdir.remove("srev")
     assert not secure.bdir.sensor_dir("srev").exists()
     assert secure.bdir.reload()
     await asyncio.sleep(0.5)
+    # a connection opened before the revocation stays up, but is no longer allowed anything
+    with contextlib.suppress(MqttError, ConnectionError):
+        await asyncio.wait_for(live.conn.publish(topic, b"after", qos=1), 5)
+    await asyncio.sleep(0.5)
+    assert (topic, b"after") not in watcher.received
+    await watcher.close()
     with pytest.raises(REFUSED):
         await Client().connect(secure.cert_port, tls=sensor_tls(secure, "srev", kept))
     with pytest.raises(MqttError, match=NOT_AUTHORISED):
