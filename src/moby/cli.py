@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +12,7 @@ import typer
 from rich.console import Console
 
 from moby import __version__
+from moby.broker.commands import broker_app
 
 app = typer.Typer(
     help="MOBY: industrial sensor data — MQTT → validated, durable, batched → InfluxDB.",
@@ -18,6 +20,7 @@ app = typer.Typer(
 )
 schema_app = typer.Typer(help="The contract's JSON Schemas.", no_args_is_help=True)
 app.add_typer(schema_app, name="schema")
+app.add_typer(broker_app, name="broker")
 console = Console(stderr=True)
 
 
@@ -67,7 +70,10 @@ def up(
     data_dir: Annotated[Path, typer.Option(envvar="MOBY_DATA_DIR", help="state of every part")] = Path(
         "./var"
     ),
-    mqtt_port: Annotated[int, typer.Option(help="the broker's port")] = 18830,
+    mqtt_port: Annotated[int, typer.Option(help="the broker's TLS port for passwords")] = 18830,
+    mqtt_cert_port: Annotated[
+        int, typer.Option(help="the broker's TLS port for client certificates")
+    ] = 18831,
     influx_port: Annotated[int, typer.Option(help="InfluxDB's HTTP port")] = 18086,
     api_port: Annotated[int, typer.Option(envvar="MOBY_API_PORT", help="the backend's HTTP port")] = 8000,
     sensors: Annotated[int, typer.Option(help="simulated sensors")] = 40,
@@ -81,6 +87,7 @@ def up(
         run_up(
             data_dir,
             mqtt_port=mqtt_port,
+            mqtt_cert_port=mqtt_cert_port,
             influx_port=influx_port,
             api_port=api_port,
             sensors=sensors,
@@ -107,15 +114,27 @@ def simulate(
     configure(os.environ.get("MOBY_LOG_LEVEL", "info"))
     _loop_policy()
     url = os.environ.get("MOBY_MQTT_URL", "mqtt://127.0.0.1:1883")
+    ssl_context = _tls_from_env() if url.startswith(("mqtts:", "ssl:")) else None
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await run_fleet(url, factory, sensors, rate, duration_s=duration, stop=stop)
+        await run_fleet(url, factory, sensors, rate, duration_s=duration, stop=stop, ssl_context=ssl_context)
 
     asyncio.run(main())
+
+
+def _tls_from_env() -> ssl.SSLContext:
+    """TLS for mqtts:// from MOBY_MQTT_CA_FILE / _CERT_FILE / _KEY_FILE (as `moby serve` reads them)."""
+    from moby.net import tls_context
+
+    def path(name: str) -> Path | None:
+        value = os.environ.get(f"MOBY_MQTT_{name}_FILE")
+        return Path(value) if value else None
+
+    return tls_context(path("CA"), path("CERT"), path("KEY"))
 
 
 @app.command()

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from moby.broker.mosquitto import Mosquitto
+from moby.broker.acl import Role
+from moby.broker.setup import BrokerDir, SecureMosquitto
 from moby.procs import ManagedProcess, free_port, http_ready, port_open
 from moby.store.influxd import Influxd
 
@@ -18,6 +19,7 @@ def run_up(
     data_dir: Path,
     *,
     mqtt_port: int,
+    mqtt_cert_port: int,
     influx_port: int,
     api_port: int,
     sensors: int,
@@ -29,23 +31,41 @@ def run_up(
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    for name, port in (("MQTT", mqtt_port), ("InfluxDB", influx_port), ("API", api_port)):
+    for name, port in (
+        ("MQTT", mqtt_port),
+        ("MQTT-cert", mqtt_cert_port),
+        ("InfluxDB", influx_port),
+        ("API", api_port),
+    ):
         if port_open(port):
             console.print(f"[red]port {port} ({name}) is taken: choose another with --{name.lower()}-port")
             return 2
 
+    # TLS and authentication on, as in production: the backend and the simulated fleet each get
+    # a user of their own role; passwords stay in files under the broker folder (0600).
+    bdir = BrokerDir(data_dir / "broker")
+    bdir.ensure(mqtt_cert_port, mqtt_port)
+    backend_password = bdir.ensure_user("moby-up-backend", Role.BACKEND)
+    fleet_user = f"moby-up-fleet-{factory}"
+    fleet_password = bdir.ensure_user(fleet_user, Role.GATEWAY, factory=factory)
+    mqtt = f"127.0.0.1:{mqtt_port}"
+
     started: list[ManagedProcess] = []
     try:
         with console.status("starting Mosquitto…"):
-            broker = Mosquitto(data_dir / "mosquitto", mqtt_port)
+            broker = SecureMosquitto(bdir)
             started.append(broker.start())
-        console.print(f"[green]✓[/] Mosquitto   mqtt://127.0.0.1:{mqtt_port}  (state in {broker.directory})")
+        console.print(
+            f"[green]✓[/] Mosquitto   mqtts://{mqtt} (password), mqtts://127.0.0.1:{mqtt_cert_port} "
+            f"(client certificates)  (setup in {bdir.dir})"
+        )
         with console.status("starting InfluxDB…"):
             influx = Influxd(data_dir / "influxdb", influx_port, free_port())
             started.append(influx.start(timeout_s=60))
         console.print(f"[green]✓[/] InfluxDB    {influx.url}  (state in {influx.directory})")
         env = {
-            "MOBY_MQTT_URL": broker.url,
+            "MOBY_MQTT_URL": f"mqtts://moby-up-backend:{backend_password}@{mqtt}",
+            "MOBY_MQTT_CA_FILE": str(bdir.ca_cert),
             "MOBY_INFLUX_URL": influx.url,
             "MOBY_DATA_DIR": str(data_dir / "backend"),
             "MOBY_API_PORT": str(api_port),
@@ -77,7 +97,7 @@ def run_up(
             ],
             log_path=data_dir / "logs" / "simulate.log",
             ready=lambda: True,
-            env=env,
+            env={**env, "MOBY_MQTT_URL": f"mqtts://{fleet_user}:{fleet_password}@{mqtt}"},
         )
         started.append(simulator.start())
         console.print(f"[green]✓[/] Simulator   {sensors} sensors × {rate}/s in factory {factory!r}")
@@ -88,7 +108,10 @@ def run_up(
             f"  dead letters http://127.0.0.1:{api_port}/api/v1/dlq\n"
             f"  InfluxDB     influx -port {influx_port} -database moby "
             "-execute 'SHOW MEASUREMENTS'\n"
-            f"  live MQTT    mosquitto_sub -p {mqtt_port} -t 'moby/#' -v\n"
+            f"  live MQTT    mosquitto_sub -h 127.0.0.1 -p {mqtt_port} --cafile {bdir.ca_cert} "
+            f"-u moby-up-backend -P \"$(cat {bdir.password_path('moby-up-backend')})\" -t 'moby/#' -v\n"
+            f"  a sensor     moby broker add-sensor SENSOR_ID --factory {factory} --dir {bdir.dir}\n"
+            f"               then: moby edge --config {bdir.dir}/sensors/SENSOR_ID/agent.toml\n"
             "\nCtrl-C stops everything."
         )
         while not stop.wait(1.0):

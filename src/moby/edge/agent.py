@@ -62,6 +62,10 @@ class SensorConfig(BaseModel):
     machine_class: MachineClass = MachineClass.CLASS_II  # vibration only
     rpm: float = 1480.0  # vibration only
     seed: int | None = None
+    # This sensor's own client certificate (``moby broker add-sensor`` bundle), when the agent
+    # speaks for several sensors: the broker takes each link's identity from its certificate.
+    cert_file: Path | None = None
+    key_file: Path | None = None
 
 
 class AgentConfig(BaseModel):
@@ -85,7 +89,17 @@ class AgentConfig(BaseModel):
 
     @classmethod
     def load(cls, path: Path) -> AgentConfig:
-        return cls.model_validate(tomllib.loads(path.read_text()))
+        """Relative TLS file paths are taken from the configuration file's folder (a bundle)."""
+        raw = tomllib.loads(path.read_text())
+        for table in (raw, *raw.get("sensors", [])):
+            for key in ("ca_file", "cert_file", "key_file"):
+                if isinstance(table.get(key), str):
+                    table[key] = str(path.parent / table[key])
+        return cls.model_validate(raw)
+
+    @property
+    def tls_needed(self) -> bool:
+        return any(MqttEndpoint.parse(url).tls for url in self.brokers)
 
 
 def make_driver(cfg: SensorConfig) -> SensorDriver:
@@ -112,6 +126,9 @@ class SensorLink:
         self.reconnects = 0
         self.errors: dict[str, int] = {}
         self.conn: MqttConnection | None = None
+        self.ssl_context = agent.ssl_context
+        if cfg.cert_file is not None and agent.cfg.tls_needed:
+            self.ssl_context = tls_context(agent.cfg.ca_file, cfg.cert_file, cfg.key_file)
         self._logged_counters: dict[str, int] = {}
 
     # -- sampling ------------------------------------------------------------------------------
@@ -185,9 +202,9 @@ class SensorLink:
                 password=endpoint.password,
                 clean_start=True,  # the buffer, not the broker session, holds what is unsent
                 session_expiry_s=0,
-                will=(self.topics[TopicKind.STATUS], offline, 1, True),
+                will=(self.topics[TopicKind.STATUS], offline, TopicKind.STATUS.qos, TopicKind.STATUS.retain),
             )
-            ssl = self.agent.ssl_context if endpoint.tls else None
+            ssl = self.ssl_context if endpoint.tls else None
             try:
                 conn, _ = await open_connection(
                     endpoint.host, endpoint.port, options, self._on_command, ssl_context=ssl
@@ -203,8 +220,8 @@ class SensorLink:
             self.conn = conn
             pinger = asyncio.create_task(keepalive(conn, options.keepalive_s))
             try:
-                await subscribe(conn, [self.topics[TopicKind.CMD]], qos=2)
-                await conn.publish(self.topics[TopicKind.STATUS], self._birth(), qos=1, retain=True)
+                await subscribe(conn, [self.topics[TopicKind.CMD]], qos=TopicKind.CMD.qos)
+                await _publish(conn, TopicKind.STATUS, self.topics, self._birth())
                 await self._drain(conn)
             except (ConnectionError, TimeoutError) as exc:
                 log.info("link lost", sensor=self.cfg.sensor_id, error=str(exc) or type(exc).__name__)
@@ -225,7 +242,7 @@ class SensorLink:
         next_health = 0.0
         while not conn.closed.done():
             if time.monotonic() >= next_health:
-                await conn.publish(self.topics[TopicKind.HEALTH], self._health(), qos=1)
+                await _publish(conn, TopicKind.HEALTH, self.topics, self._health())
                 next_health = time.monotonic() + self.agent.cfg.health_every_s
             sent = False
             live = await loop.run_in_executor(
@@ -259,7 +276,7 @@ class SensorLink:
 
     async def _send(self, conn: MqttConnection, sensor_type: str, rows: list[Any]) -> None:
         payload = single_payload(sensor_type, rows[0]) if len(rows) == 1 else batch_payload(sensor_type, rows)
-        await conn.publish(self.topics[TopicKind.TELEMETRY], payload, qos=1)
+        await _publish(conn, TopicKind.TELEMETRY, self.topics, payload)
         await asyncio.get_running_loop().run_in_executor(None, self.agent.buffer.ack, [r.id for r in rows])
 
     # -- commands (QoS 2 on moby/<factory>/<sensor>/cmd) ------------------------------------------
@@ -278,12 +295,12 @@ class SensorLink:
                 if not 0.001 <= interval <= 86400:
                     raise ValueError(f"interval_s {interval} is outside 0.001-86400")
                 self.cfg = self.cfg.model_copy(update={"interval_s": interval})
-                _send_soon(conn, self.topics[TopicKind.HEALTH], self._health(applied="set_interval"))
-                _send_soon(conn, self.topics[TopicKind.STATUS], self._birth(), retain=True)
+                _send_soon(conn, TopicKind.HEALTH, self.topics, self._health(applied="set_interval"))
+                _send_soon(conn, TopicKind.STATUS, self.topics, self._birth())
             elif name == "birth":
-                _send_soon(conn, self.topics[TopicKind.STATUS], self._birth(), retain=True)
+                _send_soon(conn, TopicKind.STATUS, self.topics, self._birth())
             elif name == "ping":
-                _send_soon(conn, self.topics[TopicKind.HEALTH], self._health(pong=command.get("id")))
+                _send_soon(conn, TopicKind.HEALTH, self.topics, self._health(pong=command.get("id")))
             else:
                 raise ValueError(f"unknown command {name!r}")
             log.info("command applied", sensor=self.cfg.sensor_id, cmd=name)
@@ -296,15 +313,21 @@ class SensorLink:
         if conn is not None and conn.open:
             offline = orjson.dumps({"schema": STATUS_SCHEMA, "online": False, "ts": int(time.time() * 1000)})
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(
-                    conn.publish(self.topics[TopicKind.STATUS], offline, qos=1, retain=True), 3
-                )
+                await asyncio.wait_for(_publish(conn, TopicKind.STATUS, self.topics, offline), 3)
             await conn.disconnect()
 
 
-def _send_soon(conn: MqttConnection, topic: str, payload: bytes, *, retain: bool = False) -> None:
-    """Publish QoS 1 from a callback; a lost connection only loses this reply (it is logged)."""
-    done = conn.publish(topic, payload, qos=1, retain=retain)
+def _publish(
+    conn: MqttConnection, kind: TopicKind, topics: dict[TopicKind, str], payload: bytes
+) -> asyncio.Future[None]:
+    """Publish with the contract's QoS policy for the channel (moby.schema.QOS_POLICY)."""
+    return conn.publish(topics[kind], payload, qos=kind.qos, retain=kind.retain)
+
+
+def _send_soon(conn: MqttConnection, kind: TopicKind, topics: dict[TopicKind, str], payload: bytes) -> None:
+    """Publish from a callback; a lost connection only loses this reply (it is logged)."""
+    topic = topics[kind]
+    done = _publish(conn, kind, topics, payload)
     done.add_done_callback(
         lambda f: f.cancelled() or (f.exception() and log.info("reply not sent", topic=topic))
     )
@@ -320,7 +343,7 @@ class EdgeAgent:
             max_age_s=cfg.buffer_max_age_s,
             policy=cfg.drop_policy,
         )
-        self.ssl_context = tls_context(cfg.ca_file, cfg.cert_file, cfg.key_file) if cfg.ca_file else None
+        self.ssl_context = tls_context(cfg.ca_file, cfg.cert_file, cfg.key_file) if cfg.tls_needed else None
         self.links = [SensorLink(self, s, make_driver(s)) for s in cfg.sensors]
 
     async def run(self, stop: asyncio.Event, drain_timeout_s: float = 10.0) -> None:

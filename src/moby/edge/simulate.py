@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,6 +116,7 @@ async def run_fleet(
     duration_s: float | None = None,
     health_every_s: float = 10.0,
     stop: asyncio.Event | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> int:
     """Publish until ``stop`` is set or ``duration_s`` passes; returns readings published."""
     endpoint = MqttEndpoint.parse(mqtt_url)
@@ -122,9 +124,9 @@ async def run_fleet(
     client = Client(f"moby-sim-{factory}-{random.randrange(1 << 30):x}")
     if endpoint.username:
         client.set_auth_credentials(endpoint.username, endpoint.password)
-    await client.connect(endpoint.host, endpoint.port, ssl=endpoint.tls, version=MQTTv50)
+    await client.connect(endpoint.host, endpoint.port, ssl=ssl_context or endpoint.tls, version=MQTTv50)
     for s in fleet:
-        client.publish(s.topic(TopicKind.STATUS), s.birth(), qos=1, retain=True)
+        _publish(client, s, TopicKind.STATUS, s.birth())
     stop = stop or asyncio.Event()
     started = time.time()
     published = 0
@@ -135,11 +137,11 @@ async def run_fleet(
         while not stop.is_set() and (duration_s is None or time.time() - started < duration_s):
             now = time.time()
             for s in fleet:
-                client.publish(s.topic(TopicKind.TELEMETRY), s.telemetry(now), qos=1)
+                _publish(client, s, TopicKind.TELEMETRY, s.telemetry(now))
             published += len(fleet)
             if now >= next_health:
                 for s in fleet:
-                    client.publish(s.topic(TopicKind.HEALTH), _health(started, now), qos=0)
+                    _publish(client, s, TopicKind.HEALTH, _health(started, now))
                 next_health = now + health_every_s
             tick += interval
             await asyncio.sleep(max(0.0, tick - time.time()))
@@ -150,11 +152,16 @@ async def run_fleet(
                 "online": False,
                 "ts": int(time.time() * 1000),
             }
-            client.publish(s.topic(TopicKind.STATUS), orjson.dumps(offline), qos=1, retain=True)
+            _publish(client, s, TopicKind.STATUS, orjson.dumps(offline))
         await asyncio.sleep(0.5)
         await client.disconnect()
     log.info("fleet stopped", published=published)
     return published
+
+
+def _publish(client: Client, sensor: SimSensor, kind: TopicKind, payload: bytes) -> None:
+    """With the contract's QoS policy for the channel (moby.schema.QOS_POLICY)."""
+    client.publish(sensor.topic(kind), payload, qos=kind.qos, retain=kind.retain)
 
 
 def _health(started: float, now: float) -> bytes:

@@ -13,7 +13,7 @@ TOPIC_ROOT: Final = "moby"
 
 
 class TopicKind(StrEnum):
-    """The four channels every sensor has, with the QoS the contract gives each."""
+    """The four channels every sensor has, each with its delivery policy (:data:`QOS_POLICY`)."""
 
     TELEMETRY = "telemetry"
     HEALTH = "health"
@@ -22,14 +22,46 @@ class TopicKind(StrEnum):
 
     @property
     def qos(self) -> int:
-        return _QOS[self]
+        return QOS_POLICY[self].qos
+
+    @property
+    def retain(self) -> bool:
+        return QOS_POLICY[self].retain
 
 
-_QOS: Final = {
-    TopicKind.TELEMETRY: 1,
-    TopicKind.HEALTH: 0,
-    TopicKind.STATUS: 1,
-    TopicKind.CMD: 2,
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    qos: int
+    retain: bool
+    why: str
+
+
+# The one QoS policy every client of the project applies (edge agent, simulator, backend
+# subscriptions, operators' commands); docs/BROKER.md explains it at length.
+QOS_POLICY: Final = {
+    TopicKind.TELEMETRY: Delivery(
+        1,
+        False,
+        "at least once: a lost reading is a gap in seq; a duplicate is the same InfluxDB point "
+        "(same series and timestamp), so QoS 1 is exactly-once in effect without QoS 2's extra round trip",
+    ),
+    TopicKind.HEALTH: Delivery(
+        0,
+        False,
+        "at most once: periodic and superseded by the next report; losing one costs nothing, "
+        "and liveness comes from the retained status and the Last Will, not from health",
+    ),
+    TopicKind.STATUS: Delivery(
+        1,
+        True,
+        "at least once and retained: the broker keeps each sensor's last birth/death so a "
+        "(re)starting backend learns every sensor's metadata and state at once",
+    ),
+    TopicKind.CMD: Delivery(
+        2,
+        False,
+        "exactly once: a command such as set_interval must neither be lost nor applied twice",
+    ),
 }
 
 
