@@ -10,9 +10,9 @@ child process, then runs:
    last point stored). Zero loss is verified (count and every sensor's seq contiguous).
 3. drain: the same 100,000 messages queued at the broker while the backend is stopped, then
    the backend started: how fast one backend empties a backlog.
-4. batch: 10,000 100-reading messages (readings/s), against the InfluxDB ceiling measured in the
-   same run (the better of two runs): the same points, pre-encoded, POSTed straight to /write (5,000-point batches, 2 at a
-   time — what the backend's writer does).
+4. batch: 10,000 100-reading messages (readings/s), against the InfluxDB ceiling measured in
+   the same run (the better of two runs): the same points, pre-encoded, POSTed straight to
+   /write (5,000-point batches, 2 at a time — what the backend's writer does).
 5. latency: a steady 10,000 msgs/s for 20 s; publish-to-stored latency per message, from the
    time each message was written to the publisher to the first poll of InfluxDB (every 25 ms)
    that shows its seq stored.
