@@ -62,6 +62,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 )
 # Bytes a queue row costs beyond its lines (rowid, integers, SQLite record overhead).
 ROW_OVERHEAD = 48
+PAGE_SIZE = 64 * 1024
+WAL_CHECKPOINT_BYTES = 8 * 1024 * 1024
 # Dead-letter payloads are kept whole up to the contract's message limit.
 MAX_DEAD_PAYLOAD = 256 * 1024
 
@@ -104,7 +106,12 @@ def connect(path: Path, *, readonly: bool = False, sync: str = "full") -> sqlite
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        # Segments are blobs of ~0.5 MB: 64 KiB pages write them in 16x fewer system calls than
+        # the default 4 KiB (only takes effect when the file is created; older files keep theirs).
+        conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
         conn.execute("PRAGMA journal_mode=WAL")
+        # the default 1,000-page WAL would be 64 MiB at this page size
+        conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_BYTES // PAGE_SIZE}")
         conn.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
         conn.executescript(_SCHEMA)
     conn.execute("PRAGMA busy_timeout=5000")
