@@ -78,6 +78,8 @@ class MqttConnection(asyncio.Protocol):
         self._qos2_received: set[int] = set()  # QoS 2 packet ids delivered, awaiting PUBREL
         self.closed: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
         self.last_received = time.monotonic()
+        # QoS 1/2 publishes the broker accepts in flight from us (its CONNACK's receive maximum).
+        self.receive_maximum = 65535
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -280,6 +282,7 @@ async def open_connection(
     if connack.reason_code != mqtt5.ConnAckReasonCode.SUCCESS:
         conn.abort()
         raise MqttError(f"CONNACK refused: {connack.reason_code} {connack.reason_str or ''}".strip())
+    conn.receive_maximum = int(connack.receive_max or 65535)
     return conn, bool(connack.session_present)
 
 

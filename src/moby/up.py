@@ -77,7 +77,8 @@ def run_up(
             ],
             log_path=data_dir / "logs" / "simulate.log",
             ready=lambda: True,
-            env=env,
+            # its store-and-forward buffer, apart from the backend's queue
+            env={**env, "MOBY_DATA_DIR": str(data_dir / "simulate")},
         )
         started.append(simulator.start())
         console.print(f"[green]✓[/] Simulator   {sensors} sensors × {rate}/s in factory {factory!r}")

@@ -1,168 +1,495 @@
-"""A simulated fleet: vibration, temperature, humidity and noise sensors publishing the contract.
+"""``moby simulate``: a fleet of virtual edge devices in one process, on the agent's buffer.
 
-One asyncio process, one MQTT connection; each sensor publishes a retained birth message,
-telemetry at ``rate`` readings per second (QoS 1) and a health report every ``health_every_s``
-(QoS 0), and a retained offline status when the fleet stops.
+Every reading takes the agent's path (:mod:`moby.edge.agent`): it is appended to an
+:class:`~moby.edge.buffer.EdgeBuffer` (one SQLite file for the fleet,
+``$MOBY_DATA_DIR/simulate-<factory>.sqlite``), which gives it its ``seq`` (persistent across
+restarts); it is published QoS 1 and deleted only after the broker's PUBACK; after an outage
+live readings go first and the backlog is replayed oldest-first in batch messages, rate limited.
+
+Designed for thousands of sensors at 1 Hz on one core:
+
+- sampling is spread over ~100 ms ticks (a slice of the fleet each), and each tick's readings
+  are stored with one ``append_many`` (one transaction, one fsync) in a worker thread;
+- sensors share connections: one *gateway* connection per ``per_connection`` sensors
+  (default 500: 4 connections for 2,000 sensors), client id ``moby-sim-<factory>-gw<NN>``. On a
+  connection, every sensor's live readings of a round go out at once (one message per sensor,
+  a batch if it has several) and the round's PUBACKs are acknowledged to the buffer in one
+  ``DELETE``; a sensor never has two live messages in flight, so its live stream stays in order.
+- A per-sensor Last Will is impossible on a shared connection. Each gateway is therefore a
+  device of its own with the Will: ``moby/<factory>/sim-gw-<NN>/status`` (birth with
+  ``"gateway": true`` and its sensor count; Will ``online: false``), so a crashed simulator or
+  a network cut shows as its gateways going offline, while its sensors' retained status still
+  says online (their last contact, in the backend's registry, goes stale). On a clean stop
+  (SIGINT/SIGTERM, ``--duration``) sampling stops, the buffer drains (bounded by
+  ``drain_timeout_s``), then every sensor and gateway publishes an explicit offline status.
+- health reports every ``health_every_s`` per sensor, QoS 0 (2,000 sensors every 10 s is 200
+  messages/s that may be lost without harm).
+
+Faults (:mod:`moby.edge.faults`) are applied between driver and buffer; network cuts abort every
+gateway connection and keep them down for the cut; malformed messages go straight to the broker.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
+import contextlib
+import itertools
 import random
+import ssl
 import time
+from collections import Counter, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
 
-import orjson
 import structlog
-from gmqtt import Client
-from gmqtt.mqtt.constants import MQTTv50
 
-from moby.net import MqttEndpoint
-from moby.schema import HEALTH_SCHEMA, STATUS_SCHEMA, TELEMETRY_SCHEMA, Topic, TopicKind
+from moby import __version__
+from moby.edge.buffer import (
+    BATCH_BODY_BUDGET,
+    BufferedReading,
+    DropPolicy,
+    EdgeBuffer,
+    batch_payload,
+    single_payload,
+)
+from moby.edge.faults import MALFORMED_KINDS, FaultPlan, malformed_payload
+from moby.edge.fleet import VirtualSensor, make_fleet, sample
+from moby.edge.messages import (
+    WILL_PAYLOAD,
+    birth_payload,
+    connect_with_failover,
+    health_payload,
+    now_ms,
+    offline_payload,
+)
+from moby.mqtt import MqttConnection, MqttError, SessionOptions, keepalive
+from moby.net import Backoff, MqttEndpoint
+from moby.schema import MAX_READINGS, Topic, TopicKind
 
 log = structlog.get_logger(__name__)
 
-SENSOR_TYPES = ("vibration", "temperature", "humidity", "noise")
-UNITS: dict[str, dict[str, str]] = {
-    "vibration": {"rms_velocity": "mm/s", "peak_accel": "g", "crest_factor": "1", "kurtosis": "1"},
-    "temperature": {"temperature": "degC"},
-    "humidity": {"humidity": "%RH", "temperature": "degC"},
-    "noise": {"laeq": "dB(A)", "lamax": "dB(A)"},
-}
+TICK_S = 0.1  # sampling is spread over ticks this long
+REPLAY_IN_FLIGHT = 8  # backlog batch messages in flight per connection
 
 
-@dataclass
-class SimSensor:
-    factory_id: str
-    sensor_id: str
-    sensor_type: str
-    line_id: str
-    machine_id: str
-    seq: int = 0
-    phase: float = field(default_factory=lambda: random.uniform(0, 2 * math.pi))
-
-    def topic(self, kind: TopicKind) -> str:
-        return str(Topic(self.factory_id, self.sensor_id, kind))
-
-    def values(self, t: float) -> dict[str, float]:
-        wave = math.sin(t / 60 + self.phase)
-        if self.sensor_type == "vibration":
-            rms = 2.0 + 0.8 * wave + random.gauss(0, 0.1)
-            return {
-                "rms_velocity": round(max(rms, 0.05), 3),
-                "peak_accel": round(abs(rms * 0.4 + random.gauss(0, 0.05)), 3),
-                "crest_factor": round(3.0 + random.gauss(0, 0.2), 3),
-                "kurtosis": round(3.0 + random.gauss(0, 0.3), 3),
-            }
-        if self.sensor_type == "temperature":
-            return {"temperature": round(40 + 5 * math.sin(t / 86400 * 2 * math.pi) + 2 * wave, 2)}
-        if self.sensor_type == "humidity":
-            return {"humidity": round(45 + 10 * wave, 2), "temperature": round(24 + wave, 2)}
-        return {
-            "laeq": round(78 + 4 * wave + random.gauss(0, 0.5), 1),
-            "lamax": round(88 + 4 * wave, 1),
-        }
-
-    def telemetry(self, now: float) -> bytes:
-        self.seq += 1
-        return orjson.dumps(
-            {
-                "schema": TELEMETRY_SCHEMA,
-                "sensor_type": self.sensor_type,
-                "ts": int(now * 1000),
-                "seq": self.seq,
-                "values": self.values(now),
-            }
-        )
-
-    def birth(self) -> bytes:
-        return orjson.dumps(
-            {
-                "schema": STATUS_SCHEMA,
-                "online": True,
-                "ts": int(time.time() * 1000),
-                "sensor_type": self.sensor_type,
-                "model": f"SIM-{self.sensor_type[:3].upper()}-1",
-                "firmware": "1.0.0",
-                "line_id": self.line_id,
-                "machine_id": self.machine_id,
-                "units": UNITS[self.sensor_type],
-            }
-        )
+def buffer_path(data_dir: Path, factory_id: str) -> Path:
+    return data_dir / f"simulate-{factory_id}.sqlite"
 
 
-def make_fleet(factory: str, sensors: int) -> list[SimSensor]:
-    return [
-        SimSensor(
-            factory,
-            f"{SENSOR_TYPES[i % 4][:3]}-{i:04d}",
-            SENSOR_TYPES[i % 4],
-            line_id=f"line-{i // 40 + 1}",
-            machine_id=f"m-{i // 4 + 1:03d}",
-        )
-        for i in range(sensors)
-    ]
+@dataclass(frozen=True)
+class SimConfig:
+    factory_id: str = "demo"
+    sensors: int = 40
+    rate: float = 1.0  # readings/s per sensor; 0: take none, only send what is buffered
+    brokers: tuple[str, ...] = ("mqtt://127.0.0.1:1883",)
+    data_dir: Path = Path("./var")
+    ssl_context: ssl.SSLContext | None = None
+    per_connection: int = 500
+    health_every_s: float = 10.0
+    replay_rate: float = 5000.0  # backlog readings/s per connection
+    drain_timeout_s: float = 30.0
+    reconnect_max_s: float = 5.0
+    buffer_max_bytes: int = 512 * 1024 * 1024
+    buffer_max_age_s: float = 7 * 86400
+    drop_policy: DropPolicy = DropPolicy.DROP_OLDEST
+    sync: Literal["full", "normal"] = "full"
+    seed: int = 1
+    vib_refresh: int = 10
+    faults: FaultPlan = field(default_factory=FaultPlan)
+
+    def __post_init__(self) -> None:
+        if self.sensors < 1 or self.per_connection < 1 or self.rate < 0 or self.replay_rate <= 0:
+            raise ValueError("sensors and per_connection must be >= 1, rate >= 0, replay_rate > 0")
 
 
-async def run_fleet(
-    mqtt_url: str,
-    factory: str,
-    sensors: int,
-    rate: float,
-    *,
-    duration_s: float | None = None,
-    health_every_s: float = 10.0,
-    stop: asyncio.Event | None = None,
-) -> int:
-    """Publish until ``stop`` is set or ``duration_s`` passes; returns readings published."""
-    endpoint = MqttEndpoint.parse(mqtt_url)
-    fleet = make_fleet(factory, sensors)
-    client = Client(f"moby-sim-{factory}-{random.randrange(1 << 30):x}")
-    if endpoint.username:
-        client.set_auth_credentials(endpoint.username, endpoint.password)
-    await client.connect(endpoint.host, endpoint.port, ssl=endpoint.tls, version=MQTTv50)
-    for s in fleet:
-        client.publish(s.topic(TopicKind.STATUS), s.birth(), qos=1, retain=True)
-    stop = stop or asyncio.Event()
-    started = time.time()
-    published = 0
-    interval = 1.0 / rate
-    next_health = started
-    tick = started
-    try:
-        while not stop.is_set() and (duration_s is None or time.time() - started < duration_s):
-            now = time.time()
-            for s in fleet:
-                client.publish(s.topic(TopicKind.TELEMETRY), s.telemetry(now), qos=1)
-            published += len(fleet)
+def chunks(rows: list[BufferedReading]) -> Iterable[list[BufferedReading]]:
+    """Cut one sensor's rows into runs that each fit one message."""
+    run: list[BufferedReading] = []
+    size = 0
+    for row in rows:
+        if run and (len(run) == MAX_READINGS or size + len(row.body) > BATCH_BODY_BUDGET):
+            yield run
+            run, size = [], 0
+        run.append(row)
+        size += len(row.body)
+    if run:
+        yield run
+
+
+class Gateway:
+    """One MQTT connection carrying the readings of a slice of the fleet."""
+
+    def __init__(self, sim: Simulator, index: int, sensors: list[VirtualSensor]) -> None:
+        self.sim = sim
+        self.gateway_id = f"sim-gw-{index:02d}"
+        self.client_id = f"moby-sim-{sim.cfg.factory_id}-gw{index:02d}"
+        self.sensors = sensors
+        self.by_key = {s.key: s for s in sensors}
+        self.status_topic = str(Topic(sim.cfg.factory_id, self.gateway_id, TopicKind.STATUS))
+        self.live: deque[BufferedReading] | None = None  # None: not accepting live rows
+        self.wake = asyncio.Event()
+        self.conn: MqttConnection | None = None
+        self.reconnects = 0
+        self.started = time.time()
+
+    async def run_forever(self) -> None:
+        sim = self.sim
+        backoff = Backoff(0.5, sim.cfg.reconnect_max_s)
+        brokers = [MqttEndpoint.parse(url) for url in sim.cfg.brokers]
+
+        def options(endpoint: MqttEndpoint) -> SessionOptions:
+            return SessionOptions(
+                client_id=self.client_id,
+                username=endpoint.username,
+                password=endpoint.password,
+                clean_start=True,  # the buffer holds what is unsent
+                session_expiry_s=0,
+                will=(self.status_topic, WILL_PAYLOAD, 1, True),
+            )
+
+        while not sim.closing:
+            await sim.network_up.wait()
+            conn = await connect_with_failover(
+                brokers,
+                options,
+                _ignore,
+                backoff=backoff,
+                ssl_context=sim.cfg.ssl_context,
+                who=self.gateway_id,
+            )
+            if sim.closing or not sim.network_up.is_set():
+                conn.abort()
+                continue
+            self.conn = conn
+            pinger = asyncio.create_task(keepalive(conn, SessionOptions.keepalive_s))
+            try:
+                await self._serve(conn)
+            except (ConnectionError, TimeoutError, MqttError) as exc:
+                log.info("gateway link lost", gateway=self.gateway_id, error=str(exc) or type(exc).__name__)
+            finally:
+                pinger.cancel()
+                self.live = None
+                if not sim.closing:
+                    conn.abort()
+                    self.conn = None
+            if sim.closing:
+                return
+            self.reconnects += 1
+            await asyncio.sleep(backoff.next())
+
+    async def _publish_all(self, conn: MqttConnection, messages: list[tuple[str, bytes, bool]]) -> None:
+        window = max(1, conn.receive_maximum)
+        for i in range(0, len(messages), window):
+            futures = [conn.publish(t, p, qos=1, retain=r) for t, p, r in messages[i : i + window]]
+            await asyncio.gather(*futures)
+
+    async def _serve(self, conn: MqttConnection) -> None:
+        sim, buffer, loop = self.sim, self.sim.buffer, asyncio.get_running_loop()
+        gateway_birth = birth_payload(
+            sensor_type=None, units={}, model="moby-simulate", firmware=__version__, gateway=True,
+            sensors=len(self.sensors),
+        )  # fmt: skip
+        births = [(s.topics[TopicKind.STATUS], sim.birth(s), True) for s in self.sensors]
+        await self._publish_all(conn, [(self.status_topic, gateway_birth, True), *births])
+        # From here on, rows the sampler stores are live; all older ones of our sensors are backlog.
+        boundary = sim.dispatched
+        self.live = deque()
+        backlog = deque(k for k in buffer.sensors_with_backlog() if k in self.by_key)
+        replayed_to = dict.fromkeys(backlog, 0)
+        budget, budget_at = 0.0, time.monotonic()
+        next_health = time.monotonic() + random.uniform(0, sim.cfg.health_every_s)
+        while conn.open and not sim.closing:
+            now = time.monotonic()
             if now >= next_health:
-                for s in fleet:
-                    client.publish(s.topic(TopicKind.HEALTH), _health(started, now), qos=0)
-                next_health = now + health_every_s
-            tick += interval
-            await asyncio.sleep(max(0.0, tick - time.time()))
-    finally:
-        for s in fleet:
-            offline: dict[str, Any] = {
-                "schema": STATUS_SCHEMA,
-                "online": False,
-                "ts": int(time.time() * 1000),
+                for s in self.sensors:
+                    conn.publish(s.topics[TopicKind.HEALTH], sim.health(s, self), qos=0)
+                next_health = now + sim.cfg.health_every_s
+            messages: list[tuple[str, bytes, list[int]]] = []
+            live, self.live = self.live, deque()
+            per_sensor: dict[str, list[BufferedReading]] = {}
+            for row in live:
+                per_sensor.setdefault(row.sensor_key, []).append(row)
+            for key, rows in per_sensor.items():
+                sensor = self.by_key[key]
+                for run in chunks(rows):
+                    messages.append(
+                        (sensor.topics[TopicKind.TELEMETRY], sim.payload(sensor, run), [r.id for r in run])
+                    )
+            rate = float("inf") if sim.draining else sim.cfg.replay_rate
+            budget = min(budget + (now - budget_at) * rate, float(MAX_READINGS * REPLAY_IN_FLIGHT))
+            budget_at = now
+            batches = 0
+            while backlog and budget >= 1 and batches < REPLAY_IN_FLIGHT:
+                key = backlog.popleft()
+                limit = int(min(budget, MAX_READINGS))
+                rows = await loop.run_in_executor(
+                    None, partial(buffer.pending, key, limit, after_id=replayed_to[key])
+                )
+                rows = [r for r in rows if r.id <= boundary]
+                if not rows:
+                    continue
+                sensor = self.by_key[key]
+                messages.append(
+                    (sensor.topics[TopicKind.TELEMETRY], sim.payload(sensor, rows), [r.id for r in rows])
+                )
+                replayed_to[key] = rows[-1].id
+                budget -= len(rows)
+                batches += 1
+                if rows[-1].id < boundary:
+                    backlog.append(key)  # round robin: every sensor's backlog moves
+            if not messages:
+                self.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), 1.0 if not backlog else 0.05)
+                continue
+            await self._send(conn, messages)
+
+    async def _send(self, conn: MqttConnection, messages: list[tuple[str, bytes, list[int]]]) -> None:
+        window = max(1, conn.receive_maximum)
+        acked: list[int] = []
+        lost: BaseException | None = None
+        for i in range(0, len(messages), window):
+            part = messages[i : i + window]
+            results = await asyncio.gather(
+                *(conn.publish(t, p, qos=1) for t, p, _ in part), return_exceptions=True
+            )
+            for (_, _, ids), result in zip(part, results, strict=True):
+                if result is None:
+                    acked.extend(ids)
+                elif isinstance(result, MqttError):  # refused by the broker: kept, sent again on reconnect
+                    self.sim.refused_by_broker += len(ids)
+                else:
+                    lost = result
+            if lost is not None:
+                break
+        if acked:
+            await asyncio.get_running_loop().run_in_executor(None, self.sim.buffer.ack, acked)
+        if lost is not None:
+            raise ConnectionError(str(lost) or type(lost).__name__)
+
+    async def say_offline(self) -> bool:
+        """Offline statuses for the gateway and its sensors, then a normal DISCONNECT."""
+        conn = self.conn
+        if conn is None or not conn.open:
+            return False
+        offline = offline_payload()
+        messages = [(s.topics[TopicKind.STATUS], offline, True) for s in self.sensors]
+        try:
+            await asyncio.wait_for(
+                self._publish_all(conn, [*messages, (self.status_topic, offline, True)]), 10
+            )
+        except (ConnectionError, TimeoutError, MqttError):
+            return False
+        finally:
+            await conn.disconnect()
+        return True
+
+
+def _ignore(conn: MqttConnection, topic: str, payload: bytes, qos: int, mid: int) -> None:
+    """The simulator subscribes to nothing."""
+
+
+class Simulator:
+    def __init__(self, cfg: SimConfig) -> None:
+        self.cfg = cfg
+        self.buffer = EdgeBuffer(
+            buffer_path(cfg.data_dir, cfg.factory_id),
+            max_bytes=cfg.buffer_max_bytes,
+            max_age_s=cfg.buffer_max_age_s,
+            policy=cfg.drop_policy,
+            sync=cfg.sync,
+        )
+        self.sensors = make_fleet(
+            cfg.factory_id, cfg.sensors, cfg.faults, seed=cfg.seed, vib_refresh=cfg.vib_refresh
+        )
+        self.gateways = [
+            Gateway(self, i, self.sensors[start : start + cfg.per_connection])
+            for i, start in enumerate(range(0, cfg.sensors, cfg.per_connection))
+        ]
+        self.gateway_of = {s.key: gw for gw in self.gateways for s in gw.sensors}
+        self.dispatched = self.buffer.last_id()  # rows up to this id are backlog for a new link
+        self.network_up = asyncio.Event()
+        self.network_up.set()
+        self.draining = False
+        self.closing = False
+        self.taken = 0
+        self.late_ticks = 0
+        self.cuts = 0
+        self.refused_by_broker = 0
+        self.malformed: Counter[str] = Counter()
+        self._logged_counters: dict[str, int] = {}
+
+    # -- payloads -------------------------------------------------------------------------------
+    def birth(self, sensor: VirtualSensor) -> bytes:
+        return birth_payload(
+            sensor_type=sensor.sensor_type,
+            units=sensor.units,
+            model=sensor.model,
+            firmware=__version__,
+            line_id=sensor.line_id,
+            machine_id=sensor.machine_id,
+            **({"interval_s": 1 / self.cfg.rate} if self.cfg.rate else {}),
+        )
+
+    def health(self, sensor: VirtualSensor, gateway: Gateway) -> bytes:
+        extra: dict[str, Any] = {"reconnects": gateway.reconnects, "gateway": gateway.gateway_id}
+        if sensor.fault.fault is not None:
+            extra["simulated_fault"] = sensor.fault.fault.value  # ground truth, for detectors under test
+        return health_payload(
+            started=gateway.started,
+            buffer_depth=self.buffer.depth(sensor.key),
+            errors={**sensor.errors, **self.buffer.counters()},
+            firmware=__version__,
+            rssi_dbm=round(random.uniform(-75.0, -55.0), 1),
+            **extra,
+        )
+
+    @staticmethod
+    def payload(sensor: VirtualSensor, rows: list[BufferedReading]) -> bytes:
+        if len(rows) == 1:
+            return single_payload(sensor.sensor_type, rows[0])
+        return batch_payload(sensor.sensor_type, rows)
+
+    # -- the loops --------------------------------------------------------------------------------
+    def _take(self, sensors: list[VirtualSensor]) -> list[BufferedReading]:
+        """Read a slice of the fleet, store the readings, and return their rows (worker thread)."""
+        seqs = self.buffer.append_many(sample(sensors, now_ms()))
+        stored = sum(seq is not None for seq in seqs)
+        self.taken += stored
+        return self.buffer.oldest(stored, after_id=self.dispatched) if stored else []
+
+    async def _sample_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = 1 / self.cfg.rate
+        slots = max(1, min(len(self.sensors), round(interval / TICK_S)))
+        slices = [self.sensors[i::slots] for i in range(slots)]
+        tick = interval / slots
+        next_at = time.monotonic()
+        for k in itertools.count():
+            rows = await loop.run_in_executor(None, self._take, slices[k % slots])
+            for row in rows:  # on the loop, with no await: see Gateway._serve's boundary
+                gateway = self.gateway_of[row.sensor_key]
+                if gateway.live is not None:
+                    gateway.live.append(row)
+                    gateway.wake.set()
+            if rows:
+                self.dispatched = rows[-1].id
+            next_at += tick
+            delay = next_at - time.monotonic()
+            if delay < -interval:  # more than a whole interval behind: skip ahead, and say so
+                self.late_ticks += 1
+                next_at = time.monotonic()
+            await asyncio.sleep(max(0.0, delay))
+
+    async def _cut_forever(self) -> None:
+        plan = self.cfg.faults
+        while True:
+            await asyncio.sleep(plan.cut_every_s - plan.cut_for_s)
+            self.network_up.clear()
+            self.cuts += 1
+            log.info("network cut", seconds=plan.cut_for_s, cut=self.cuts)
+            for gateway in self.gateways:
+                if gateway.conn is not None:
+                    gateway.conn.abort(ConnectionError("network cut (simulated)"))
+            await asyncio.sleep(plan.cut_for_s)
+            self.network_up.set()
+            log.info("network back", cut=self.cuts)
+
+    async def _malformed_forever(self) -> None:
+        kinds = itertools.cycle(MALFORMED_KINDS)
+        rng = random.Random(self.cfg.seed)
+        while True:
+            await asyncio.sleep(1 / self.cfg.faults.malformed_rate)
+            sensor = rng.choice(self.sensors)
+            conn = self.gateway_of[sensor.key].conn
+            if conn is None or not conn.open:
+                continue
+            kind = next(kinds)
+            payload = malformed_payload(kind, sensor.sensor_type, sensor.sensor_id)
+            with contextlib.suppress(ConnectionError, MqttError):
+                await conn.publish(sensor.topics[TopicKind.TELEMETRY], payload, qos=1)
+                self.malformed[kind] += 1
+
+    async def _housekeeping_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(30)
+            dropped = await loop.run_in_executor(None, self.buffer.expire)
+            counters = self.buffer.counters()
+            grown = {
+                k: v - self._logged_counters.get(k, 0)
+                for k, v in counters.items()
+                if v > self._logged_counters.get(k, 0)
             }
-            client.publish(s.topic(TopicKind.STATUS), orjson.dumps(offline), qos=1, retain=True)
-        await asyncio.sleep(0.5)
-        await client.disconnect()
-    log.info("fleet stopped", published=published)
-    return published
+            if dropped or grown:
+                log.warning("buffer dropped readings", **grown)
+                self._logged_counters = counters
 
+    def backlog(self) -> int:
+        """Readings of this fleet still in the buffer."""
+        keys = self.gateway_of
+        return sum(self.buffer.depth(k) for k in self.buffer.sensors_with_backlog() if k in keys)
 
-def _health(started: float, now: float) -> bytes:
-    return orjson.dumps(
-        {
-            "schema": HEALTH_SCHEMA,
-            "ts": int(now * 1000),
-            "uptime_s": round(now - started, 1),
-            "buffer_depth": 0,
-        }
-    )
+    async def run(self, stop: asyncio.Event, duration_s: float | None = None) -> dict[str, Any]:
+        cfg = self.cfg
+        log.info(
+            "simulator started",
+            factory=cfg.factory_id,
+            sensors=len(self.sensors),
+            connections=len(self.gateways),
+            rate=cfg.rate,
+            backlog=self.backlog(),
+            faults={s.sensor_id: s.fault.fault.value for s in self.sensors if s.fault.fault} or None,
+        )
+        producers = []
+        if cfg.rate > 0:
+            producers.append(asyncio.create_task(self._sample_forever()))
+        if cfg.faults.cut_every_s:
+            producers.append(asyncio.create_task(self._cut_forever()))
+        if cfg.faults.malformed_rate:
+            producers.append(asyncio.create_task(self._malformed_forever()))
+        producers.append(asyncio.create_task(self._housekeeping_forever()))
+        links = [asyncio.create_task(gw.run_forever()) for gw in self.gateways]
+        started = time.monotonic()
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), duration_s)
+        finally:
+            for task in producers:
+                task.cancel()
+            await asyncio.gather(*producers, return_exceptions=True)
+            sampled_s = time.monotonic() - started
+            self.network_up.set()  # a cut in progress ends: the buffer is to drain
+            self.draining = True
+            deadline = time.monotonic() + cfg.drain_timeout_s
+            # polled: acks land from worker threads; a 100 ms poll for a few seconds is cheap
+            while self.backlog() and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+            self.closing = True
+            for gw in self.gateways:
+                gw.wake.set()
+            said = await asyncio.gather(*(gw.say_offline() for gw in self.gateways))
+            await asyncio.wait(links, timeout=5)
+            for task in links:
+                task.cancel()
+            await asyncio.gather(*links, return_exceptions=True)
+            for gw in self.gateways:
+                if gw.conn is not None:
+                    gw.conn.abort()
+            summary = {
+                "taken": self.taken,
+                "seconds": round(sampled_s, 2),
+                "left_in_buffer": self.backlog(),
+                "late_ticks": self.late_ticks,
+                "cuts": self.cuts,
+                "malformed_sent": dict(self.malformed),
+                "refused_by_broker": self.refused_by_broker,
+                "offline_published": sum(said),
+                "buffer_counters": self.buffer.counters(),
+            }
+            self.buffer.close()
+            log.info("simulator stopped", **summary)
+        return summary
