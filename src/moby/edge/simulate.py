@@ -472,7 +472,7 @@ class Simulator:
             for gw in self.gateways:
                 gw.wake.set()
             said = await asyncio.gather(*(gw.say_offline() for gw in self.gateways))
-            await asyncio.wait(links, timeout=5)
+            await asyncio.wait(links, timeout=1)
             for task in links:
                 task.cancel()
             await asyncio.gather(*links, return_exceptions=True)
