@@ -72,7 +72,7 @@ from moby.schema import MAX_READINGS, Topic, TopicKind
 log = structlog.get_logger(__name__)
 
 TICK_S = 0.1  # sampling is spread over ticks this long
-REPLAY_IN_FLIGHT = 8  # backlog batch messages in flight per connection
+REPLAY_ROUND = 8 * MAX_READINGS  # backlog readings sent per round and connection, at most
 
 
 def buffer_path(data_dir: Path, factory_id: str) -> Path:
@@ -197,8 +197,8 @@ class Gateway:
         # From here on, rows the sampler stores are live; all older ones of our sensors are backlog.
         boundary = sim.dispatched
         self.live = deque()
-        backlog = deque(k for k in buffer.sensors_with_backlog() if k in self.by_key)
-        replayed_to = dict.fromkeys(backlog, 0)
+        backlog = any(k in self.by_key for k in buffer.sensors_with_backlog())
+        replayed_to = 0
         budget, budget_at = 0.0, time.monotonic()
         next_health = time.monotonic() + random.uniform(0, sim.cfg.health_every_s)
         while conn.open and not sim.closing:
@@ -207,45 +207,45 @@ class Gateway:
                 for s in self.sensors:
                     conn.publish(s.topics[TopicKind.HEALTH], sim.health(s, self), qos=0)
                 next_health = now + sim.cfg.health_every_s
-            messages: list[tuple[str, bytes, list[int]]] = []
             live, self.live = self.live, deque()
-            per_sensor: dict[str, list[BufferedReading]] = {}
-            for row in live:
-                per_sensor.setdefault(row.sensor_key, []).append(row)
-            for key, rows in per_sensor.items():
-                sensor = self.by_key[key]
-                for run in chunks(rows):
-                    messages.append(
-                        (sensor.topics[TopicKind.TELEMETRY], sim.payload(sensor, run), [r.id for r in run])
-                    )
+            messages = self._messages(live)
             rate = float("inf") if sim.draining else sim.cfg.replay_rate
-            budget = min(budget + (now - budget_at) * rate, float(MAX_READINGS * REPLAY_IN_FLIGHT))
+            budget = min(budget + (now - budget_at) * rate, float(REPLAY_ROUND))
             budget_at = now
-            batches = 0
-            while backlog and budget >= 1 and batches < REPLAY_IN_FLIGHT:
-                key = backlog.popleft()
-                limit = int(min(budget, MAX_READINGS))
+            if backlog and budget >= 1:
+                # The backlog in storage order (each sensor's oldest first), cheap to delete.
+                limit = int(budget)
                 rows = await loop.run_in_executor(
-                    None, partial(buffer.pending, key, limit, after_id=replayed_to[key])
+                    None,
+                    partial(
+                        buffer.oldest, limit, after_id=replayed_to, until_id=boundary, sensor_keys=self.by_key
+                    ),
                 )
-                rows = [r for r in rows if r.id <= boundary]
-                if not rows:
-                    continue
-                sensor = self.by_key[key]
-                messages.append(
-                    (sensor.topics[TopicKind.TELEMETRY], sim.payload(sensor, rows), [r.id for r in rows])
-                )
-                replayed_to[key] = rows[-1].id
-                budget -= len(rows)
-                batches += 1
-                if rows[-1].id < boundary:
-                    backlog.append(key)  # round robin: every sensor's backlog moves
+                backlog = len(rows) == limit
+                if rows:
+                    replayed_to = rows[-1].id
+                    budget -= len(rows)
+                    messages += self._messages(rows)
             if not messages:
                 self.wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), 1.0 if not backlog else 0.05)
                 continue
             await self._send(conn, messages)
+
+    def _messages(self, rows: Iterable[BufferedReading]) -> list[tuple[str, bytes, list[int]]]:
+        """One message per sensor (a batch if it has several rows, more past 1,000), in row order."""
+        per_sensor: dict[str, list[BufferedReading]] = {}
+        for row in rows:
+            per_sensor.setdefault(row.sensor_key, []).append(row)
+        messages = []
+        for key, runs in per_sensor.items():
+            sensor = self.by_key[key]
+            for run in chunks(runs):
+                messages.append(
+                    (sensor.topics[TopicKind.TELEMETRY], self.sim.payload(sensor, run), [r.id for r in run])
+                )
+        return messages
 
     async def _send(self, conn: MqttConnection, messages: list[tuple[str, bytes, list[int]]]) -> None:
         window = max(1, conn.receive_maximum)
