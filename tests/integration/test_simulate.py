@@ -38,9 +38,9 @@ def simulator(tmp_path: Path, broker_url: str, factory: str, *args: str, name: s
     )
 
 
-def stop(sim: ManagedProcess, timeout: float = 60) -> dict[str, Any]:
-    """SIGTERM, wait for a clean exit, and return the simulator's own summary."""
-    sim.signal(signal.SIGTERM)
+def stop(sim: ManagedProcess, timeout: float = 60, sig: int = signal.SIGTERM) -> dict[str, Any]:
+    """SIGTERM (or ``sig``), wait for a clean exit, and return the simulator's own summary."""
+    sim.signal(sig)
     assert sim.proc is not None and sim.proc.wait(timeout) == 0, sim.tail()
     for line in reversed(sim.log_path.read_text().splitlines()):
         if '"simulator stopped"' in line:
@@ -165,8 +165,27 @@ def test_stop_during_an_outage_keeps_the_backlog_and_a_restart_sends_it(
     own_broker.start()
     sim = simulator(tmp_path, own_broker.url, factory, *args, name="sim2").start()
     time.sleep(4)
-    summary = stop(sim)
+    summary = stop(sim, sig=signal.SIGINT)  # Ctrl-C drains the same way
     after, depth = taken(tmp_path, factory, n)
     assert depth == 0 and summary["left_in_buffer"] == 0
     assert all(after[s] > before[s] for s in before)  # seq went on from where it was: no reset
     assert_all_stored(influxd.url, backend.db, factory, after)
+
+
+def test_a_crashed_simulator_shows_as_its_gateways_last_will(tmp_path, broker, influxd, make_backend) -> None:
+    backend = make_backend(broker, influxd)
+    factory = f"sim{uuid.uuid4().hex[:6]}"
+    sim = simulator(tmp_path, broker.url, factory, "--sensors", "6", "--per-connection", "4").start()
+
+    def reported() -> dict[str, bool | None]:
+        items = backend.get(f"/api/v1/sensors?factory_id={factory}")["items"]
+        return {s["sensor_id"]: s["reported_online"] for s in items}
+
+    everyone = [*(sensor_id(i) for i in range(6)), "sim-gw-00", "sim-gw-01"]
+    wait_until(lambda: reported() == dict.fromkeys(everyone, True), 30, what="births")
+    sim.kill()  # no chance to say goodbye: the broker publishes each gateway's Will
+    wait_until(
+        lambda: reported() == {**dict.fromkeys(everyone, True), "sim-gw-00": False, "sim-gw-01": False},
+        20,
+        what="the gateways' Last Will",
+    )
