@@ -20,7 +20,7 @@ from moby.edge.faults import (
 )
 from moby.edge.features import ZONES, iso_zone
 from moby.edge.fleet import CachedVibration, make_fleet, sample, sensor_id
-from moby.edge.simulate import chunks
+from moby.edge.gateway import chunks
 from moby.ingest.process import Processor, Rejected
 from moby.ingest.registry import Registry
 from moby.schema import MAX_READINGS
