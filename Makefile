@@ -26,6 +26,7 @@ test-fast: install
 
 bench: install
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/edge.py
 
 lint: install
 	$(BIN)/ruff check src tests bench

@@ -56,7 +56,7 @@ def telemetry(seq: int, ts: int, readings: int = 1) -> bytes:
                 "sensor_type": "vibration",
                 "ts": ts,
                 "seq": seq,
-                "values": {"rms_velocity": 1.0 + seq % 7, "peak_accel": 0.5},
+                "values": {"rms_velocity": 1.0 + seq % 7, "peak_accel_g": 0.5},
             }
         )
     return orjson.dumps(
@@ -67,7 +67,7 @@ def telemetry(seq: int, ts: int, readings: int = 1) -> bytes:
                 {
                     "ts": ts + i,
                     "seq": seq * readings + i,
-                    "values": {"rms_velocity": 1.0 + i % 7, "peak_accel": 0.5},
+                    "values": {"rms_velocity": 1.0 + i % 7, "peak_accel_g": 0.5},
                 }
                 for i in range(readings)
             ],
@@ -331,8 +331,8 @@ class Bench:
         /write in 5,000-point batches, 2 at a time (what the writer does); (points/s, CPU s)."""
         now = int(time.time() * 1000) - total - 60_000
         body_lines = [
-            f"vibration,factory_id=ceil,sensor_id=s{i % SENSORS} rms_velocity={1.0 + i % 7!r},peak_accel=0.5,"
-            f"seq={i}i {now + i}".encode()
+            f"vibration,factory_id=ceil,sensor_id=s{i % SENSORS} rms_velocity={1.0 + i % 7!r},"
+            f"peak_accel_g=0.5,seq={i}i {now + i}".encode()
             for i in range(total)
         ]
         batches = [b"\n".join(body_lines[i : i + 5000]) + b"\n" for i in range(0, total, 5000)]

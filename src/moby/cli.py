@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import ssl
 from pathlib import Path
 from typing import Annotated
 
@@ -98,43 +97,124 @@ def up(
     )
 
 
+FAULTS = "Fault injection"
+
+
 @app.command()
 def simulate(
     factory: Annotated[str, typer.Option(help="factory id")] = "demo",
-    sensors: Annotated[int, typer.Option(help="number of sensors")] = 40,
-    rate: Annotated[float, typer.Option(help="readings per second per sensor")] = 1.0,
+    sensors: Annotated[int, typer.Option(help="number of sensors", min=1)] = 40,
+    rate: Annotated[
+        float, typer.Option(help="readings/s per sensor (0: only send what is buffered)", min=0)
+    ] = 1.0,
     duration: Annotated[float | None, typer.Option(help="seconds to run (default: until stopped)")] = None,
+    per_connection: Annotated[int, typer.Option(help="sensors per MQTT connection (gateway)", min=1)] = 500,
+    health_every: Annotated[float, typer.Option(help="seconds between health reports", min=0.1)] = 10.0,
+    replay_rate: Annotated[float, typer.Option(help="backlog readings/s replayed per connection")] = 5000.0,
+    drain_timeout: Annotated[
+        float, typer.Option(help="on stop, seconds to wait for the buffer to drain")
+    ] = 30.0,
+    buffer_max_mb: Annotated[int, typer.Option(help="buffer bound in MiB", min=1)] = 512,
+    drop_policy: Annotated[str, typer.Option(help="when full: drop_oldest or refuse_newest")] = "drop_oldest",
+    seed: Annotated[int, typer.Option(help="seed of the drivers and of who gets which fault")] = 1,
+    vib_refresh: Annotated[
+        int, typer.Option(help="vibration features recomputed every N readings", min=1)
+    ] = 10,
+    cut_every: Annotated[
+        float, typer.Option(help="a network cut every N s (0: none)", rich_help_panel=FAULTS)
+    ] = 0,
+    cut_for: Annotated[float, typer.Option(help="length of each network cut, s", rich_help_panel=FAULTS)] = 0,
+    flatline: Annotated[
+        float, typer.Option(help="stuck sensors: fraction (<1) or count", rich_help_panel=FAULTS)
+    ] = 0,
+    spike: Annotated[
+        float, typer.Option(help="spiking sensors: fraction or count", rich_help_panel=FAULTS)
+    ] = 0,
+    spike_prob: Annotated[
+        float,
+        typer.Option(help="chance that a spiking sensor's reading spikes (×10)", rich_help_panel=FAULTS),
+    ] = 0.05,
+    out_of_range: Annotated[
+        float, typer.Option(help="sensors reporting -9999: fraction or count", rich_help_panel=FAULTS)
+    ] = 0,
+    dropout: Annotated[
+        float, typer.Option(help="sensors that miss readings: fraction or count", rich_help_panel=FAULTS)
+    ] = 0,
+    dropout_prob: Annotated[
+        float, typer.Option(help="chance that a dropout sensor misses a reading", rich_help_panel=FAULTS)
+    ] = 0.5,
+    skew: Annotated[float, typer.Option(help="clock skew in seconds (±)", rich_help_panel=FAULTS)] = 0,
+    skew_sensors: Annotated[
+        float, typer.Option(help="sensors with the skew: fraction or count", rich_help_panel=FAULTS)
+    ] = 0.1,
+    malformed_rate: Annotated[
+        float, typer.Option(help="deliberately bad messages per second", rich_help_panel=FAULTS)
+    ] = 0,
 ) -> None:
-    """Publish a simulated fleet of sensors to MOBY_MQTT_URL."""
+    """A simulated fleet on the edge buffer, publishing to MOBY_MQTT_URL (buffer in MOBY_DATA_DIR).
+
+    SIGINT/SIGTERM (or --duration) stop sampling, wait for the buffer to drain (at most
+    --drain-timeout s), publish every sensor's offline status and exit.
+    """
     import signal
 
-    from moby.edge.simulate import run_fleet
+    from moby.config import Settings
+    from moby.edge.buffer import DropPolicy
+    from moby.edge.faults import FaultPlan
+    from moby.edge.simulate import SimConfig, Simulator
     from moby.logs import configure
+    from moby.net import tls_context
 
-    configure(os.environ.get("MOBY_LOG_LEVEL", "info"))
+    settings = Settings()
+    configure(settings.log_level, settings.log_format)
     _loop_policy()
-    url = os.environ.get("MOBY_MQTT_URL", "mqtt://127.0.0.1:1883")
-    ssl_context = _tls_from_env() if url.startswith(("mqtts:", "ssl:")) else None
+    try:
+        plan = FaultPlan(
+            flatline=flatline,
+            spike=spike,
+            spike_prob=spike_prob,
+            out_of_range=out_of_range,
+            dropout=dropout,
+            dropout_prob=dropout_prob,
+            skew_s=skew,
+            skew=skew_sensors,
+            malformed_rate=malformed_rate,
+            cut_every_s=cut_every,
+            cut_for_s=cut_for,
+        )
+        cfg = SimConfig(
+            factory_id=factory,
+            sensors=sensors,
+            rate=rate,
+            brokers=(settings.mqtt_url,),
+            data_dir=settings.data_dir,
+            ssl_context=(
+                tls_context(settings.mqtt_ca_file, settings.mqtt_cert_file, settings.mqtt_key_file)
+                if settings.mqtt_url.startswith(("mqtts:", "ssl:"))
+                else None
+            ),
+            per_connection=per_connection,
+            health_every_s=health_every,
+            replay_rate=replay_rate,
+            drain_timeout_s=drain_timeout,
+            buffer_max_bytes=buffer_max_mb * 1024 * 1024,
+            drop_policy=DropPolicy(drop_policy),
+            seed=seed,
+            vib_refresh=vib_refresh,
+            faults=plan,
+        )
+    except ValueError as exc:
+        console.print(f"[red]{exc}")
+        raise typer.Exit(2) from None
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await run_fleet(url, factory, sensors, rate, duration_s=duration, stop=stop, ssl_context=ssl_context)
+        await Simulator(cfg).run(stop, duration)
 
     asyncio.run(main())
-
-
-def _tls_from_env() -> ssl.SSLContext:
-    """TLS for mqtts:// from MOBY_MQTT_CA_FILE / _CERT_FILE / _KEY_FILE (as `moby serve` reads them)."""
-    from moby.net import tls_context
-
-    def path(name: str) -> Path | None:
-        value = os.environ.get(f"MOBY_MQTT_{name}_FILE")
-        return Path(value) if value else None
-
-    return tls_context(path("CA"), path("CERT"), path("KEY"))
 
 
 @app.command()

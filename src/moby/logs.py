@@ -32,7 +32,7 @@ def configure(level: str = "info", fmt: str = "console") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-    # Libraries that log through stdlib logging (gmqtt, uvicorn) go to stderr at WARNING+.
+    # Libraries that log through stdlib logging (uvicorn, asyncio) go to stderr at WARNING+.
     logging.basicConfig(
         level=max(numeric, logging.WARNING),
         stream=sys.stderr,

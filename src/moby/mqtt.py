@@ -82,6 +82,8 @@ class MqttConnection(asyncio.Protocol):
         self.last_received = time.monotonic()
         self._held = False  # reading paused by the user (flow control)
         self._yielding = False  # reading paused until the loop has run its other callbacks
+        # QoS 1/2 publishes the broker accepts in flight from us (its CONNACK's receive maximum).
+        self.receive_maximum = 65535
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -310,6 +312,7 @@ async def open_connection(
     if connack.reason_code != mqtt5.ConnAckReasonCode.SUCCESS:
         conn.abort()
         raise MqttError(f"CONNACK refused: {connack.reason_code} {connack.reason_str or ''}".strip())
+    conn.receive_maximum = int(connack.receive_max or 65535)
     return conn, bool(connack.session_present)
 
 

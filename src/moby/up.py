@@ -97,7 +97,12 @@ def run_up(
             ],
             log_path=data_dir / "logs" / "simulate.log",
             ready=lambda: True,
-            env={**env, "MOBY_MQTT_URL": f"mqtts://{fleet_user}:{fleet_password}@{mqtt}"},
+            env={
+                **env,
+                "MOBY_MQTT_URL": f"mqtts://{fleet_user}:{fleet_password}@{mqtt}",
+                # its store-and-forward buffer, apart from the backend's queue
+                "MOBY_DATA_DIR": str(data_dir / "simulate"),
+            },
         )
         started.append(simulator.start())
         console.print(f"[green]✓[/] Simulator   {sensors} sensors × {rate}/s in factory {factory!r}")

@@ -531,3 +531,18 @@ def test_append_many_throughput(path: Path, capsys: pytest.CaptureFixture[str]) 
         print(
             f"\nEdgeBuffer.append_many, 1,000 sensors a call, sync=full: {19_000 / elapsed:,.0f} readings/s"
         )
+
+
+def test_oldest_of_some_sensors_up_to_a_boundary_in_storage_order(buf: EdgeBuffer) -> None:
+    for i in range(30):
+        buf.append(f"f1/s{i % 3}", TS + i, {"v": float(i)})
+    every = buf.oldest(100)
+    boundary = every[20].id
+    rows = buf.oldest(100, until_id=boundary, sensor_keys={"f1/s0", "f1/s2"})
+    assert [(r.sensor_key, r.seq) for r in rows] == [
+        (f"f1/s{i % 3}", i // 3) for i in range(21) if i % 3 != 1
+    ]
+    assert [r.id for r in rows] == sorted(r.id for r in rows)
+    later = buf.oldest(3, after_id=rows[5].id, until_id=boundary, sensor_keys=["f1/s2"])
+    assert [(r.sensor_key, r.seq) for r in later] == [("f1/s2", 3), ("f1/s2", 4), ("f1/s2", 5)]
+    assert buf.oldest(10, sensor_keys=[]) == []

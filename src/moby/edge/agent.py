@@ -40,9 +40,16 @@ from moby.edge.drivers import (
     SimulatedVibration,
 )
 from moby.edge.features import MachineClass
-from moby.mqtt import MqttConnection, SessionOptions, keepalive, open_connection, subscribe
+from moby.edge.messages import (
+    WILL_PAYLOAD,
+    birth_payload,
+    connect_with_failover,
+    health_payload,
+    offline_payload,
+)
+from moby.mqtt import MqttConnection, SessionOptions, keepalive, subscribe
 from moby.net import Backoff, MqttEndpoint, tls_context
-from moby.schema import HEALTH_SCHEMA, ID_PATTERN, MAX_READINGS, STATUS_SCHEMA, Topic, TopicKind
+from moby.schema import ID_PATTERN, MAX_READINGS, Topic, TopicKind
 
 log = structlog.get_logger(__name__)
 
@@ -149,20 +156,15 @@ class SensorLink:
 
     # -- publishing -----------------------------------------------------------------------------
     def _birth(self) -> bytes:
-        meta: dict[str, Any] = {
-            "schema": STATUS_SCHEMA,
-            "online": True,
-            "ts": int(time.time() * 1000),
-            "sensor_type": self.driver.sensor_type,
-            "model": self.cfg.model,
-            "firmware": self.cfg.firmware,
-            "units": dict(self.driver.units),
-            "interval_s": self.cfg.interval_s,
-        }
-        for name in ("line_id", "machine_id"):
-            if getattr(self.cfg, name):
-                meta[name] = getattr(self.cfg, name)
-        return orjson.dumps(meta)
+        return birth_payload(
+            sensor_type=self.driver.sensor_type,
+            units=self.driver.units,
+            model=self.cfg.model,
+            firmware=self.cfg.firmware,
+            line_id=self.cfg.line_id,
+            machine_id=self.cfg.machine_id,
+            interval_s=self.cfg.interval_s,
+        )
 
     def _health(self, **extra: Any) -> bytes:
         counters = self.agent.buffer.counters()
@@ -174,51 +176,47 @@ class SensorLink:
         if grown:  # drops go to the log as well as into every health report
             log.warning("buffer dropped readings since the last report", sensor=self.cfg.sensor_id, **grown)
             self._logged_counters = counters
-        return orjson.dumps(
-            {
-                **extra,
-                "schema": HEALTH_SCHEMA,
-                "ts": int(time.time() * 1000),
-                "uptime_s": round(time.time() - self.started, 1),
-                "buffer_depth": self.agent.buffer.depth(self.key),
-                "errors": {**self.errors, **{k: v for k, v in counters.items() if v}},
-                "firmware": self.cfg.firmware,
-                "reconnects": self.reconnects,
-                "interval_s": self.cfg.interval_s,
-            }
+        return health_payload(
+            started=self.started,
+            buffer_depth=self.agent.buffer.depth(self.key),
+            errors={**self.errors, **counters},
+            firmware=self.cfg.firmware,
+            reconnects=self.reconnects,
+            interval_s=self.cfg.interval_s,
+            **extra,
         )
 
     async def publish_forever(self) -> None:
         backoff = Backoff(0.5, self.agent.cfg.reconnect_max_s)
         brokers = [MqttEndpoint.parse(url) for url in self.agent.cfg.brokers]
-        attempt = 0
-        offline = orjson.dumps({"schema": STATUS_SCHEMA, "online": False})
-        while True:
-            endpoint = brokers[attempt % len(brokers)]
-            attempt += 1
-            options = SessionOptions(
-                client_id=f"moby-edge-{self.agent.cfg.factory_id}-{self.cfg.sensor_id}",
+        client_id = f"moby-edge-{self.agent.cfg.factory_id}-{self.cfg.sensor_id}"
+
+        def options(endpoint: MqttEndpoint) -> SessionOptions:
+            return SessionOptions(
+                client_id=client_id,
                 username=endpoint.username,
                 password=endpoint.password,
                 clean_start=True,  # the buffer, not the broker session, holds what is unsent
                 session_expiry_s=0,
-                will=(self.topics[TopicKind.STATUS], offline, TopicKind.STATUS.qos, TopicKind.STATUS.retain),
+                will=(
+                    self.topics[TopicKind.STATUS],
+                    WILL_PAYLOAD,
+                    TopicKind.STATUS.qos,
+                    TopicKind.STATUS.retain,
+                ),
             )
-            ssl = self.ssl_context if endpoint.tls else None
-            try:
-                conn, _ = await open_connection(
-                    endpoint.host, endpoint.port, options, self._on_command, ssl_context=ssl
-                )
-            except (OSError, TimeoutError, ConnectionError, ValueError) as exc:
-                delay = backoff.next()
-                log.info(
-                    "broker unreachable", sensor=self.cfg.sensor_id, error=str(exc) or type(exc).__name__
-                )
-                await asyncio.sleep(delay)
-                continue
-            backoff.reset()
+
+        while True:
+            conn = await connect_with_failover(
+                brokers,
+                options,
+                self._on_command,
+                backoff=backoff,
+                ssl_context=self.ssl_context,
+                who=self.cfg.sensor_id,
+            )
             self.conn = conn
-            pinger = asyncio.create_task(keepalive(conn, options.keepalive_s))
+            pinger = asyncio.create_task(keepalive(conn, SessionOptions.keepalive_s))
             try:
                 await subscribe(conn, [self.topics[TopicKind.CMD]], qos=TopicKind.CMD.qos)
                 await _publish(conn, TopicKind.STATUS, self.topics, self._birth())
@@ -311,9 +309,8 @@ class SensorLink:
     async def say_offline(self) -> None:
         conn = self.conn
         if conn is not None and conn.open:
-            offline = orjson.dumps({"schema": STATUS_SCHEMA, "online": False, "ts": int(time.time() * 1000)})
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(_publish(conn, TopicKind.STATUS, self.topics, offline), 3)
+                await asyncio.wait_for(_publish(conn, TopicKind.STATUS, self.topics, offline_payload()), 3)
             await conn.disconnect()
 
 

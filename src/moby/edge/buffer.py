@@ -51,7 +51,7 @@ import sqlite3
 import threading
 import time
 from collections import ChainMap, Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -462,13 +462,32 @@ class EdgeBuffer:
             )
             return self._cut(cursor, max_bytes)
 
-    def oldest(self, limit: int = MAX_READINGS, *, after_id: int = 0) -> list[BufferedReading]:
-        """The oldest readings of any sensor (id > ``after_id``)."""
+    def oldest(
+        self,
+        limit: int = MAX_READINGS,
+        *,
+        after_id: int = 0,
+        until_id: int | None = None,
+        sensor_keys: Collection[str] | None = None,
+    ) -> list[BufferedReading]:
+        """The oldest readings (``after_id`` < id <= ``until_id``) of any sensor, or of ``sensor_keys``.
+
+        In storage order, so acknowledging them deletes neighbouring rows. A fleet's backlog is
+        interleaved (one row per sensor per tick): replayed one sensor at a time (:meth:`pending`)
+        every deleted row dirties a page of its own; in storage order a page's rows go together.
+        Measured on 100,000 readings of 100 sensors: read + ack 7 µs a reading against 18 µs.
+        """
+        sql = "SELECT id, sensor_key, seq, ts_ms, body FROM readings WHERE id > ?"
+        params: list[object] = [after_id]
+        if until_id is not None:
+            sql += " AND id <= ?"
+            params.append(until_id)
+        if sensor_keys is not None:
+            # unary +: filter while walking the rowids; the key index would need a sort by id after
+            sql += " AND +sensor_key IN (SELECT value FROM json_each(?))"
+            params.append(orjson.dumps(list(sensor_keys)))
         with self._lock:
-            cursor = self.conn.execute(
-                "SELECT id, sensor_key, seq, ts_ms, body FROM readings WHERE id > ? ORDER BY id LIMIT ?",
-                (after_id, limit),
-            )
+            cursor = self.conn.execute(sql + " ORDER BY id LIMIT ?", (*params, limit))
             return self._cut(cursor, None)
 
     @staticmethod
