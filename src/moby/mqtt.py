@@ -53,8 +53,9 @@ class SessionOptions:
 # Larger than anything the broker may send us (Mosquitto's max_packet_size here is 1 MiB);
 # a partial packet claiming more is treated as a protocol error rather than buffered.
 MAX_PACKET_BYTES = 4 * 1024 * 1024
-# A chunk this large means a backlog is being read: give the loop a turn after it.
-YIELD_AFTER_BYTES = 16 * 1024
+# Received bytes handled per event-loop turn before the rest of the process gets a turn (~1 ms of
+# single-reading messages, ~3 batch messages).
+TURN_BYTES = 32 * 1024
 
 
 def puback(mid: int) -> bytes:
@@ -81,7 +82,7 @@ class MqttConnection(asyncio.Protocol):
         self.closed: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
         self.last_received = time.monotonic()
         self._held = False  # reading paused by the user (flow control)
-        self._yielding = False  # reading paused until the loop has run its other callbacks
+        self._yielding = False  # reading paused until the loop's next turn handles more of the buffer
         # QoS 1/2 publishes the broker accepts in flight from us (its CONNACK's receive maximum).
         self.receive_maximum = 65535
 
@@ -100,12 +101,30 @@ class MqttConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_received = time.monotonic()
+        self._buffer += data
+        if not self._yielding:  # else a turn is already scheduled to go on with the buffer
+            self._process()
+
+    def _process(self) -> None:
+        """Handle the buffered packets, at most ~TURN_BYTES of them before giving the loop a turn.
+
+        With a backlog at the broker, libuv reads a socket up to 32 times per poll (256 KiB each
+        under uvloop) and hands every chunk straight to :meth:`data_received`: megabytes of
+        messages would be processed in one go, during which the loop runs nothing else —
+        measured starving the InfluxDB writer (and the HTTP API) for a second at a time while a
+        backlog drained, so writes happened after ingest instead of beside it. Past the budget,
+        reading pauses and the rest of the buffer is handled a budget per loop turn; reading
+        resumes when the buffer is drained (unless flow control holds it).
+        """
         buffer = self._buffer
-        buffer += data
         view = memoryview(buffer)
-        offset, end = 0, len(buffer)
+        offset, end, budget = 0, len(buffer), TURN_BYTES
+        spent = False
         try:
             while offset < end:
+                if offset >= budget:
+                    spent = True
+                    break
                 try:
                     packet, size = mqtt5.read(view[offset:])
                 except IndexError:  # the codec's "not enough bytes": wait for the rest
@@ -129,27 +148,18 @@ class MqttConnection(asyncio.Protocol):
             return
         view.release()
         del buffer[:offset]
-        if len(data) >= YIELD_AFTER_BYTES and self._transport is not None and not self._held:
-            self._yield_to_loop()
+        if spent and self._transport is not None:
+            self._yielding = True
+            self._transport.pause_reading()
+            asyncio.get_running_loop().call_soon(self._next_turn)
 
-    def _yield_to_loop(self) -> None:
-        """Stop reading until the event loop has run everything else that is ready.
-
-        With a backlog at the broker, libuv reads a socket up to 32 times per poll (256 KiB each
-        under uvloop) and hands every chunk straight to :meth:`data_received`: 8 MiB of messages
-        processed in one go, during which the loop runs nothing else — measured starving the
-        InfluxDB writer (and the HTTP API) for a second at a time while a backlog drained.
-        Pausing after a large chunk bounds that to one chunk per loop iteration.
-        """
-        assert self._transport is not None
-        self._yielding = True
-        self._transport.pause_reading()
-        asyncio.get_running_loop().call_soon(self._end_yield)
-
-    def _end_yield(self) -> None:
+    def _next_turn(self) -> None:
         self._yielding = False
-        if not self._held:
-            self.resume_reading()
+        if self._transport is None:
+            return
+        self._process()
+        if not self._yielding and not self._held:
+            self._transport.resume_reading()
 
     def _exactly_once(self, packet: Any, mid: int) -> None:
         """QoS 2 in (§4.3.3, method B): deliver on the first PUBLISH of a packet id, answer PUBREC;
@@ -202,7 +212,7 @@ class MqttConnection(asyncio.Protocol):
     def resume_reading(self) -> None:
         self._held = False
         if self._yielding:
-            return  # _end_yield resumes
+            return  # _next_turn resumes once the buffer is drained
         if self._transport is not None and not self._transport.is_closing():
             self._transport.resume_reading()
 

@@ -42,46 +42,60 @@ def connection(on_publish: mqtt.PublishHandler) -> tuple[MqttConnection, FakeTra
     return conn, transport
 
 
-async def test_a_large_chunk_pauses_reading_for_one_loop_turn() -> None:
+async def test_a_large_chunk_is_handled_a_budget_per_loop_turn() -> None:
     got: list[int] = []
     conn, transport = connection(lambda c, t, p, q, mid: got.append(mid))
-    conn.data_received(publish(10, 4000))
-    assert got == list(range(1, 11))
-    assert not transport.reading
+    conn.data_received(publish(20, 4000))  # ~80 kB: about three turns' worth
+    assert 0 < len(got) < 20
+    assert not transport.reading  # the rest waits in the buffer, the socket is not read
+    seen_after_turn = [len(got)]
+    for _ in range(3):
+        await asyncio.sleep(0)
+        seen_after_turn.append(len(got))
+    assert got == list(range(1, 21))  # all, once, in order
+    assert seen_after_turn[2] == 20 and seen_after_turn[0] < seen_after_turn[1] < 20  # three turns
     await asyncio.sleep(0)
     assert transport.reading
 
 
-async def test_a_small_chunk_keeps_reading() -> None:
-    conn, transport = connection(lambda *a: None)
-    conn.data_received(publish(2, 100))
+async def test_a_chunk_within_the_budget_keeps_reading() -> None:
+    got: list[int] = []
+    conn, transport = connection(lambda c, t, p, q, mid: got.append(mid))
+    conn.data_received(publish(7, 4000))
+    assert got == list(range(1, 8))
     assert transport.reading
 
 
-async def test_flow_control_pause_outlasts_the_loop_turn() -> None:
+async def test_a_packet_split_across_turns_and_reads_arrives_whole() -> None:
+    got: list[bytes] = []
+    conn, transport = connection(lambda c, t, p, q, mid: got.append(p))
+    data = publish(12, 4000)
+    conn.data_received(data[:-100])  # the last packet is incomplete
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert transport.reading
+    assert len(got) == 11
+    conn.data_received(data[-100:])
+    assert len(got) == 12 and all(p == b"x" * 4000 for p in got)
+
+
+async def test_flow_control_pause_outlasts_the_turns() -> None:
     conn, transport = connection(lambda c, *a: c.pause_reading())  # e.g. too many unacked messages
-    conn.data_received(publish(10, 4000))
-    await asyncio.sleep(0)
+    conn.data_received(publish(20, 4000))
+    for _ in range(5):
+        await asyncio.sleep(0)
     assert not transport.reading  # still held by flow control
     conn.resume_reading()
     assert transport.reading
 
 
-async def test_flow_control_pausing_during_the_turn_is_not_undone_by_it() -> None:
-    conn, transport = connection(lambda *a: None)
-    conn.data_received(publish(10, 4000))  # yielding: paused until the loop comes round
-    conn.pause_reading()  # and flow control stops reading too, before it does
-    await asyncio.sleep(0)
-    assert not transport.reading
-    conn.resume_reading()
-    assert transport.reading
-
-
-async def test_flow_control_resuming_during_the_turn_waits_for_it() -> None:
-    conn, transport = connection(lambda *a: None)
-    conn.data_received(publish(10, 4000))
+async def test_flow_control_resuming_during_the_turns_waits_for_the_buffer() -> None:
+    got: list[int] = []
+    conn, transport = connection(lambda c, t, p, q, mid: got.append(mid))
+    conn.data_received(publish(20, 4000))
     conn.pause_reading()
     conn.resume_reading()
-    assert not transport.reading  # the loop has not had its turn yet
-    await asyncio.sleep(0)
-    assert transport.reading
+    assert not transport.reading  # the buffer is not drained yet
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert len(got) == 20 and transport.reading
