@@ -31,7 +31,6 @@ from moby.store.bootstrap import RAW
 from moby.store.influx import InfluxError, quote_ident, quote_string, series_rows
 
 FIELD_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
-INACTIVITY_S = 300.0
 
 DESCRIPTION = """
 The MOBY backend: it subscribes to the sensors' MQTT topics, validates every message against
@@ -53,12 +52,11 @@ def _iso(ms: int | None) -> str | None:
 
 
 def _sensor(record: SensorRecord, now_ms: int) -> Sensor:
-    fresh = record.last_seen_ms is not None and now_ms - record.last_seen_ms <= INACTIVITY_S * 1000
     return Sensor(
         factory_id=record.factory_id,
         sensor_id=record.sensor_id,
         sensor_type=record.sensor_type,
-        online=bool(record.online) and fresh,
+        online=record.is_online(now_ms),
         reported_online=record.online,
         last_seen=_iso(record.last_seen_ms),
         metadata=record.metadata,
