@@ -157,15 +157,18 @@ def rule_groups(settings: AlertSettings = AlertSettings()) -> list[alerting.Rule
             _rule(
                 "moby-dead-letters",
                 "Dead-letter rate",
-                f'SELECT non_negative_derivative(max("rejected"), 1m) FROM {RAW}."moby_internal" '
-                'WHERE $timeFilter GROUP BY time(1m), "client_id"',
-                reducer="mean",
+                # Rejections in the last 5 minutes: the sum of the counter's increases, which
+                # survives a backend restart (the counter starting again at 0).
+                'SELECT sum("added") FROM (SELECT non_negative_difference("rejected") AS "added" '
+                f'FROM {RAW}."moby_internal" WHERE $timeFilter GROUP BY "client_id") GROUP BY "client_id"',
+                reducer="last",
                 op="gt",
-                threshold=settings.dead_letters_per_min,
+                threshold=settings.dead_letters_per_min * 5,
                 for_=settings.dead_letters_for,
-                summary="{{ $labels.client_id }} dead-letters more than "
-                f"{settings.dead_letters_per_min:g} messages per minute: see /api/v1/dlq",
+                summary="{{ $labels.client_id }} dead-lettered more than "
+                f"{settings.dead_letters_per_min:g} messages per minute over 5 minutes: see /api/v1/dlq",
                 labels={"severity": "warning"},
+                lookback_s=300,
             )
         )
     )
