@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from moby import __version__
+from moby.api.console import mount_console
 from moby.api.models import (
     DeadLetterItem,
     DeadLetters,
@@ -42,6 +43,7 @@ batches. Rejected messages are kept, with the reason, in a bounded dead-letter s
 * `/api/v1/sensors` — every sensor seen, with its metadata and online state
 * `/api/v1/sensors/{sensor_id}/readings` — a sensor's readings over a time range
 * `/api/v1/dlq` — the newest dead letters
+* `/` — a small built-in console: the fleet table and a live chart per sensor
 """
 
 
@@ -223,4 +225,5 @@ def create_app(engine: Engine, *, manage_engine: bool = True) -> FastAPI:
             items=[DeadLetterItem(**item) for item in items],
         )
 
+    mount_console(app)
     return app
