@@ -43,7 +43,9 @@ from tests.support import Backend, end_session, influx_query, mosquitto_pub_line
 
 pytestmark = pytest.mark.integration
 
-FACTORIES = ("f-a", "f-b")
+# Unique per run: the shared broker may hold other tests' retained births.
+RUN = uuid.uuid4().hex[:6]
+FACTORIES = (f"g{RUN}-a", f"g{RUN}-b")
 TYPES = ("vibration", "temperature", "humidity", "noise")
 HISTORY_S = 3 * 3600
 STEP_S = 20
@@ -267,7 +269,7 @@ def test_a_single_factory_and_sensor_selection_narrows_the_data(demo: Demo) -> N
         start_ms=end_ms - 900_000,
         end_ms=end_ms,
         interval="10s",
-        variables={"factory_id": ["f-b"], "sensor_id": ["vib-b0"]},
+        variables={"factory_id": [FACTORIES[1]], "sensor_id": ["vib-b0"]},
     )
     for policy in demo.policies:
         series = demo.query(text.replace('"auto".', f'"{policy}".'))[0]["series"]
@@ -291,7 +293,8 @@ def test_the_backend_reports_its_own_metrics(demo: Demo) -> None:
     assert row["client_id"] == demo.client_id
     assert row["readings_accepted"] >= len(FACTORIES) * len(TYPES) * (HISTORY_S // STEP_S)
     assert row["rejected"] >= 3
-    assert row["sensors"] == row["sensors_online"] == len(FACTORIES) * len(TYPES)
+    # Other tests' retained births on the shared broker may add sensors of other factories.
+    assert row["sensors"] >= row["sensors_online"] >= len(FACTORIES) * len(TYPES)
     assert row["queue_points"] == 0
     for field in ("queue_bytes", "dead_letters", "points_written", "mqtt_connected", "influx_up"):
         assert row[field] is not None, field
