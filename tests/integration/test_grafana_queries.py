@@ -162,8 +162,9 @@ def demo(broker: Mosquitto, influxd: Influxd, tmp_path_factory: pytest.TempPathF
         sent = _publish_demo(broker.port, now_s)
         wait_until(lambda: backend.stored() >= sent, 120, what=f"{sent} readings stored")
         # Births carry machine_id: telemetry points must be tagged with it.
-        first = backend.get("/api/v1/sensors")["items"][0]
-        assert first["metadata"].get("machine_id"), first
+        mine = [s for s in backend.get("/api/v1/sensors")["items"] if s["factory_id"] in FACTORIES]
+        assert len(mine) == len(FACTORIES) * len(TYPES)
+        assert all(s["metadata"].get("machine_id") for s in mine), mine
 
         def internal_span_s() -> float:
             res = influx_query(backend.influx_url, 'SELECT "sensors" FROM "raw"."moby_internal"', backend.db)
@@ -305,7 +306,8 @@ def test_the_backend_reports_its_own_metrics(demo: Demo) -> None:
     reasons = demo.query('SELECT last("messages") FROM "raw"."moby_internal_rejected" GROUP BY "reason"')
     assert {s["tags"]["reason"] for s in reasons[0]["series"]} >= {"invalid_json"}
     status = demo.query(
-        'SELECT last("online"), last("last_seen_age_s") FROM "raw"."moby_sensor_status" GROUP BY *'
+        'SELECT last("online"), last("last_seen_age_s") FROM "raw"."moby_sensor_status" '
+        f'WHERE "factory_id" =~ /^g{RUN}-/ GROUP BY *'
     )
     assert len(status[0]["series"]) == len(FACTORIES) * len(TYPES)
     assert all(s["values"][0][1] == 1.0 for s in status[0]["series"])
