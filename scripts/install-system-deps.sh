@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages MOBY runs on, when they are missing: Mosquitto (broker and
-# clients) and InfluxDB 1.x (server and CLI). Safe to run again; does nothing when all is there.
+# clients), InfluxDB 1.x (server and CLI) and Chromium (the console's browser test drives it
+# headless). Safe to run again; does nothing when all is there.
 set -euo pipefail
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
 command -v influxd >/dev/null 2>&1 || need+=(influxdb)
 command -v influx >/dev/null 2>&1 || need+=(influxdb-client)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing Debian packages: ${need[*]}"
 SUDO=""

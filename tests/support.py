@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from moby.edge.fleet import make_driver
+from moby.edge.messages import birth_payload
 from moby.procs import ManagedProcess, free_port, http_ready
 
 
@@ -205,3 +207,33 @@ def rss_mb(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     raise LookupError(pid)
+
+
+SENSOR_TYPES = ("vibration", "temperature", "humidity", "noise")
+
+
+class DemoSensor:
+    """A sensor of the shipped simulated kinds, for tests that need realistic contract messages
+    (births with units, readings with every value a real driver sends) without the simulator."""
+
+    def __init__(
+        self, factory_id: str, sensor_id: str, sensor_type: str, line_id: str, machine_id: str
+    ) -> None:
+        self.factory_id, self.sensor_id, self.sensor_type = factory_id, sensor_id, sensor_type
+        self.line_id, self.machine_id = line_id, machine_id
+        self.driver = make_driver(SENSOR_TYPES.index(sensor_type), seed=len(sensor_id), vib_refresh=10)
+        assert self.driver.sensor_type == sensor_type
+
+    def birth(self) -> bytes:
+        return birth_payload(
+            sensor_type=self.sensor_type,
+            units=self.driver.units,
+            model="SIM-1",
+            firmware="1.0.0",
+            line_id=self.line_id,
+            machine_id=self.machine_id,
+        )
+
+    def values(self, t: float) -> dict[str, float]:
+        """A reading (the drivers keep their own time; ``t`` is accepted for the call sites)."""
+        return self.driver.read()

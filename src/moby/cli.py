@@ -20,6 +20,10 @@ app = typer.Typer(
 schema_app = typer.Typer(help="The contract's JSON Schemas.", no_args_is_help=True)
 app.add_typer(schema_app, name="schema")
 app.add_typer(broker_app, name="broker")
+grafana_app = typer.Typer(
+    help="Grafana provisioning: data sources, dashboards, alert rules.", no_args_is_help=True
+)
+app.add_typer(grafana_app, name="grafana")
 console = Console(stderr=True)
 
 
@@ -251,4 +255,47 @@ def schema_export(
     from moby.schema.jsonschema import write_schemas
 
     for path in write_schemas(directory):
+        console.print(f"wrote {path}")
+
+
+@grafana_app.command("export")
+def grafana_export(
+    directory: Annotated[Path, typer.Argument(help="the provisioning folder to write (mount it in Grafana)")],
+    api_url: Annotated[
+        str, typer.Option(help="the MOBY backend as Grafana reaches it; the data source is its /influx")
+    ] = "http://127.0.0.1:8000",
+    influx_url: Annotated[str, typer.Option(help="InfluxDB as Grafana reaches it (second data source)")] = (
+        "http://127.0.0.1:8086"
+    ),
+    database: Annotated[str, typer.Option(envvar="MOBY_INFLUX_DB", help="InfluxDB database")] = "moby",
+    influx_user: Annotated[
+        str | None,
+        typer.Option(help="InfluxDB user, when auth is on (password: $MOBY_GRAFANA_INFLUX_PASSWORD)"),
+    ] = None,
+    machine_class: Annotated[
+        str, typer.Option(help="ISO 10816 machine class of the zone thresholds and alerts")
+    ] = "class_ii",
+    grafana_dir: Annotated[
+        str, typer.Option(help="where Grafana sees DIRECTORY (the dashboard provider's path)")
+    ] = "/etc/grafana/provisioning",
+) -> None:
+    """Write Grafana provisioning: data sources, dashboard provider + dashboards, alert rules."""
+    from moby.dashboards.alerts import AlertSettings
+    from moby.dashboards.export import ExportSettings, export
+    from moby.edge.features import MachineClass
+
+    try:
+        mc = MachineClass(machine_class)
+    except ValueError:
+        choices = ", ".join(m.value for m in MachineClass)
+        raise typer.BadParameter(f"choose one of {choices}", param_hint="--machine-class") from None
+    settings = ExportSettings(
+        api_url=api_url,
+        influx_url=influx_url,
+        database=database,
+        influx_user=influx_user,
+        grafana_dir=grafana_dir,
+        alerts=AlertSettings(machine_class=mc),
+    )
+    for path in export(directory, settings):
         console.print(f"wrote {path}")

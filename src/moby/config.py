@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     raw_retention: str = "30d"
     rollup_retention: str = "365d"
 
+    # --- the backend's own metrics in InfluxDB (moby_internal, moby_sensor_status) ---------------
+    # Seconds between reports; 0 turns them off (then /metrics is the only source).
+    internal_metrics_interval_s: Annotated[float, Field(ge=0)] = 10.0
+
     # --- validation -------------------------------------------------------------------------
     max_age_s: Annotated[int, Field(ge=1)] = 7 * 86400
     max_future_s: Annotated[int, Field(ge=0)] = 600

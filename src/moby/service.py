@@ -21,6 +21,7 @@ from moby.metrics import Metrics
 from moby.net import Backoff
 from moby.store.bootstrap import Bootstrap
 from moby.store.influx import InfluxClient, InfluxError
+from moby.store.selfmetrics import SelfMetricsReporter
 from moby.store.writer import Writer
 
 log = structlog.get_logger(__name__)
@@ -50,6 +51,7 @@ class Engine:
         self.bootstrap = Bootstrap(
             self.influx, raw_retention=s.raw_retention, rollup_retention=s.rollup_retention
         )
+        self.self_metrics: SelfMetricsReporter | None = None
         self._bootstrapped = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._influx_ok = (0.0, False)
@@ -87,6 +89,24 @@ class Engine:
         self._tasks.append(asyncio.create_task(self._bootstrap_loop(), name="influx-bootstrap"))
         self.writer.start()
         self.subscriber.start()
+        if s.internal_metrics_interval_s > 0:
+            # A client of its own with a short timeout: a slow InfluxDB delays only this report.
+            own_client = InfluxClient(
+                s.influx_url,
+                s.influx_db,
+                username=s.influx_username,
+                password=s.influx_password.get_secret_value() if s.influx_password else None,
+                timeout_s=min(5.0, s.internal_metrics_interval_s),
+            )
+            self.self_metrics = SelfMetricsReporter(
+                self.metrics.registry,
+                self.registry,
+                own_client,
+                client_id=s.mqtt_client_id,
+                interval_s=s.internal_metrics_interval_s,
+                before_collect=self.subscriber.flush_counts,
+            )
+            self.self_metrics.start()
         log.info(
             "engine started",
             queued_points=self.queue.depth_points,
@@ -127,6 +147,8 @@ class Engine:
     async def stop(self, flush_timeout_s: float = 10.0) -> None:
         """Stop taking messages, make pending ones durable, flush the queue if InfluxDB is up."""
         await self.subscriber.stop()
+        if self.self_metrics is not None:
+            await self.self_metrics.stop()
         await self.committer.close()
         flushed = await self.writer.stop(flush_timeout_s)
         for task in self._tasks:

@@ -108,6 +108,7 @@ def run_up(
         console.print(f"[green]✓[/] Simulator   {sensors} sensors × {rate}/s in factory {factory!r}")
         console.print(
             "\n[bold]Where to look[/]\n"
+            f"  console      http://127.0.0.1:{api_port}/  (fleet table and live charts)\n"
             f"  sensors      http://127.0.0.1:{api_port}/api/v1/sensors\n"
             f"  metrics      http://127.0.0.1:{api_port}/metrics\n"
             f"  dead letters http://127.0.0.1:{api_port}/api/v1/dlq\n"
@@ -117,6 +118,9 @@ def run_up(
             f"-u moby-up-backend -P \"$(cat {bdir.password_path('moby-up-backend')})\" -t 'moby/#' -v\n"
             f"  a sensor     moby broker add-sensor SENSOR_ID --factory {factory} --dir {bdir.dir}\n"
             f"               then: moby edge --config {bdir.dir}/sensors/SENSOR_ID/agent.toml\n"
+            f"  Grafana      moby grafana export {data_dir / 'grafana'} "
+            f"--api-url http://127.0.0.1:{api_port} --influx-url {influx.url}\n"
+            "               then mount it as Grafana's provisioning folder (docs/GRAFANA.md)\n"
             "\nCtrl-C stops everything."
         )
         while not stop.wait(1.0):

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from moby import __version__
+from moby.api.console import mount_console
 from moby.api.models import (
     DeadLetterItem,
     DeadLetters,
@@ -31,7 +32,6 @@ from moby.store.bootstrap import RAW
 from moby.store.influx import InfluxError, quote_ident, quote_string, series_rows
 
 FIELD_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
-INACTIVITY_S = 300.0
 
 DESCRIPTION = """
 The MOBY backend: it subscribes to the sensors' MQTT topics, validates every message against
@@ -43,6 +43,7 @@ batches. Rejected messages are kept, with the reason, in a bounded dead-letter s
 * `/api/v1/sensors` — every sensor seen, with its metadata and online state
 * `/api/v1/sensors/{sensor_id}/readings` — a sensor's readings over a time range
 * `/api/v1/dlq` — the newest dead letters
+* `/` — a small built-in console: the fleet table and a live chart per sensor
 """
 
 
@@ -53,12 +54,11 @@ def _iso(ms: int | None) -> str | None:
 
 
 def _sensor(record: SensorRecord, now_ms: int) -> Sensor:
-    fresh = record.last_seen_ms is not None and now_ms - record.last_seen_ms <= INACTIVITY_S * 1000
     return Sensor(
         factory_id=record.factory_id,
         sensor_id=record.sensor_id,
         sensor_type=record.sensor_type,
-        online=bool(record.online) and fresh,
+        online=record.is_online(now_ms),
         reported_online=record.online,
         last_seen=_iso(record.last_seen_ms),
         metadata=record.metadata,
@@ -225,4 +225,5 @@ def create_app(engine: Engine, *, manage_engine: bool = True) -> FastAPI:
             items=[DeadLetterItem(**item) for item in items],
         )
 
+    mount_console(app)
     return app

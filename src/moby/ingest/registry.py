@@ -14,6 +14,9 @@ from typing import Any, Final
 from moby.schema import Health, Status
 
 ENRICHMENT_TAGS: Final = ("line_id", "machine_id")
+# A sensor not heard from (telemetry, health or status) for this long counts as offline even
+# when its last status said online: a cut cable does not always trigger the Last Will quickly.
+INACTIVITY_S: Final = 300.0
 
 SensorKey = tuple[str, str]  # (factory_id, sensor_id)
 
@@ -29,6 +32,11 @@ class SensorRecord:
     status_ts_ms: int | None = None
     health: dict[str, Any] | None = None
     readings: int = 0
+
+    def is_online(self, now_ms: int) -> bool:
+        """Its last status said online (or none came yet) and it was heard from recently."""
+        fresh = self.last_seen_ms is not None and now_ms - self.last_seen_ms <= INACTIVITY_S * 1000
+        return bool(self.online) and fresh
 
     @property
     def tags(self) -> dict[str, str]:

@@ -1,0 +1,145 @@
+"""``moby grafana export DIR``: a provisioning tree Grafana loads as it is.
+
+::
+
+    DIR/datasources/moby.yaml        the MOBY proxy (default) and InfluxDB direct
+    DIR/dashboards/moby.yaml         a file provider for the folder "MOBY"
+    DIR/dashboards/moby/*.json       the dashboards
+    DIR/alerting/moby.yaml           the alert rule groups
+
+Mount DIR as Grafana's provisioning folder (``/etc/grafana/provisioning``); the provider's
+path names where the JSON files are *inside Grafana* (``--grafana-dir``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from grafana_foundation_sdk.builders.dashboard import Dashboard
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+
+from moby.dashboards.alerts import FOLDER, AlertSettings, rule_groups, to_file_format
+from moby.dashboards.fleet import fleet_overview, sensor_detail
+from moby.dashboards.influxql import DATASOURCE_UID, DIRECT_DATASOURCE_UID
+from moby.dashboards.pipeline import pipeline_health
+from moby.dashboards.vibration import vibration
+from moby.edge.features import MachineClass
+
+HEADER = "# Written by `moby grafana export`; edit the Python (src/moby/dashboards), not this file.\n"
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    api_url: str = "http://127.0.0.1:8000"  # the MOBY backend as Grafana reaches it
+    influx_url: str = "http://127.0.0.1:8086"
+    database: str = "moby"
+    # With InfluxDB auth: the user, and the name of the environment variable holding the password
+    # in Grafana's environment (provisioning files expand $VAR), so no secret lands in the file.
+    influx_user: str | None = None
+    password_env: str = "MOBY_GRAFANA_INFLUX_PASSWORD"
+    grafana_dir: str = "/etc/grafana/provisioning"
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+
+    @property
+    def machine_class(self) -> MachineClass:
+        return self.alerts.machine_class
+
+
+def dashboards(settings: ExportSettings) -> dict[str, Dashboard]:
+    """File stem → dashboard."""
+    return {
+        "fleet-overview": fleet_overview(settings.machine_class),
+        "sensor-detail": sensor_detail(),
+        "vibration": vibration(settings.machine_class),
+        "pipeline-health": pipeline_health(),
+    }
+
+
+def dashboard_json(dashboard: Dashboard) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(json.dumps(dashboard.build(), cls=JSONEncoder))
+    # Provisioned dashboards are identified by uid; a fixed id would clash across instances.
+    data.pop("id", None)
+    return data
+
+
+def _source(name: str, uid: str, url: str, settings: ExportSettings, *, default: bool) -> dict[str, Any]:
+    source: dict[str, Any] = {
+        "name": name,
+        "uid": uid,
+        "type": "influxdb",
+        "access": "proxy",
+        "url": url,
+        "isDefault": default,
+        "editable": False,
+        # "database" is what Grafana before 9 reads; newer versions read jsonData.dbName.
+        "database": settings.database,
+        "jsonData": {"version": "InfluxQL", "dbName": settings.database, "httpMode": "GET"},
+    }
+    if settings.influx_user:
+        source["user"] = settings.influx_user
+        source["secureJsonData"] = {"password": f"${settings.password_env}"}
+    return source
+
+
+def datasources(settings: ExportSettings) -> dict[str, Any]:
+    api = settings.api_url.rstrip("/")
+    return {
+        "apiVersion": 1,
+        "datasources": [
+            _source("MOBY", DATASOURCE_UID, f"{api}/influx", settings, default=True),
+            _source(
+                "MOBY InfluxDB (direct)",
+                DIRECT_DATASOURCE_UID,
+                settings.influx_url.rstrip("/"),
+                settings,
+                default=False,
+            ),
+        ],
+    }
+
+
+def dashboard_provider(settings: ExportSettings) -> dict[str, Any]:
+    return {
+        "apiVersion": 1,
+        "providers": [
+            {
+                "name": "moby",
+                "orgId": 1,
+                "folder": FOLDER,
+                "folderUid": "moby",
+                "type": "file",
+                "disableDeletion": False,
+                "allowUiUpdates": False,  # the Python is the source of truth
+                "updateIntervalSeconds": 60,
+                "options": {
+                    "path": f"{settings.grafana_dir.rstrip('/')}/dashboards/moby",
+                    "foldersFromFilesStructure": False,
+                },
+            }
+        ],
+    }
+
+
+def _write(path: Path, text: str, written: list[Path]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    written.append(path)
+
+
+def export(directory: Path, settings: ExportSettings = ExportSettings()) -> list[Path]:
+    """Write the tree; returns the files written."""
+    written: list[Path] = []
+    as_yaml: Callable[[Any], str] = lambda doc: HEADER + yaml.safe_dump(doc, sort_keys=False, width=200)  # noqa: E731
+    _write(directory / "datasources" / "moby.yaml", as_yaml(datasources(settings)), written)
+    _write(directory / "dashboards" / "moby.yaml", as_yaml(dashboard_provider(settings)), written)
+    for stem, dashboard in dashboards(settings).items():
+        text = json.dumps(dashboard_json(dashboard), indent=2, ensure_ascii=False) + "\n"
+        _write(directory / "dashboards" / "moby" / f"{stem}.json", text, written)
+    alerts = to_file_format(rule_groups(settings.alerts))
+    _write(directory / "alerting" / "moby.yaml", as_yaml(alerts), written)
+    return written
