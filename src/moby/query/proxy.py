@@ -24,7 +24,9 @@ import base64
 import binascii
 import hmac
 import time
-from collections.abc import Callable
+import urllib.parse
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -110,7 +112,13 @@ class InfluxProxy:
         ]
         if with_metrics:
             routes.append(Route("/metrics", self._metrics, methods=["GET"]))
-        return Starlette(routes=routes)
+
+        @asynccontextmanager
+        async def lifespan(app: Starlette) -> AsyncIterator[None]:
+            yield
+            await self.upstream.close()
+
+        return Starlette(routes=routes, lifespan=lifespan)
 
     async def _metrics(self, request: Request) -> Response:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -148,7 +156,7 @@ class InfluxProxy:
             self.metrics.query_requests.labels("bad_request").inc()
             return influx_error('missing required parameter "q"', 400, self.version)
         try:
-            plan = self.plan(q, params, request.headers.get("accept", ""))
+            plan = self.plan(q, params, request.headers.get("accept", ""), tuple(request.query_params))
         except influxql.InfluxQLError as exc:
             self.metrics.query_requests.labels("bad_request").inc()
             return influx_error(f"error parsing query: {exc}", 400, self.version)
@@ -157,14 +165,16 @@ class InfluxProxy:
             return influx_error(
                 f"error authorizing query: the MOBY query proxy is read-only: {exc}", 403, self.version
             )
-        forward: dict[str, str] = {k: params[k] for k in _FORWARDED_PARAMS if k in params}
-        forward["q"] = plan.q
+        # As sent: InfluxDB reads some parameters (pretty) from the URL only, others from either.
+        in_url = {k: v for k, v in request.query_params.items() if k in _FORWARDED_PARAMS}
+        in_body = {k: v for k, v in params.items() if k in _FORWARDED_PARAMS and k not in in_url}
+        in_body["q"] = plan.q
         accept = request.headers.get("accept")
 
         async def load() -> tuple[CachedResponse, float]:
             self.metrics.query_upstream.inc()
             status, headers, body = await self.upstream.forward(
-                "POST", "/query", data=forward, headers={"Accept": accept} if accept else None
+                "POST", "/query", params=in_url, data=in_body, headers={"Accept": accept} if accept else None
             )
             kept = tuple(self._kept(headers).items())
             # Errors (HTTP or per statement) are not kept: the next request asks again.
@@ -193,7 +203,9 @@ class InfluxProxy:
         return Response(response.body, response.status, headers)
 
     # --- the plan: checks, routing, cache key, TTL -------------------------------------------------
-    def plan(self, q: str, params: dict[str, str], accept: str = "") -> Plan:
+    def plan(
+        self, q: str, params: dict[str, str], accept: str = "", url_params: tuple[str, ...] = ()
+    ) -> Plan:
         now = self._clock() * 1000
         statements = influxql.split_statements(influxql.tokenize(q))
         for statement in statements:
@@ -225,7 +237,7 @@ class InfluxProxy:
             ttl = min(ttl, self._ttl(statement, shape, upper, now, read))
             keys.append(self._key_text(statement, shape, replace, upper, now))
         extra = sorted((k, v) for k, v in params.items() if k in _FORWARDED_PARAMS)
-        key = orjson.dumps([keys, extra, accept]).decode()
+        key = orjson.dumps([keys, extra, sorted(url_params), accept]).decode()
         return Plan(";".join(texts) if rewritten else q, key, ttl, policies)
 
     def _ttl(
@@ -275,8 +287,8 @@ class InfluxProxy:
         if request.method == "POST" and request.headers.get("content-type", "").startswith(
             "application/x-www-form-urlencoded"
         ):
-            form = await request.form()
-            params.update({k: v for k, v in form.items() if isinstance(v, str)})
+            body = (await request.body()).decode("utf-8", "replace")
+            params.update(urllib.parse.parse_qsl(body, keep_blank_values=True))
         return params
 
     def _authenticate(self, request: Request, params: dict[str, str]) -> Response | None:
