@@ -114,11 +114,15 @@ def proxy_metric(url: str, name: str) -> float:
     )
 
 
-def pct(values: list[float], p: float) -> float:
+def pct(values: list[float], p: float) -> float | None:
     if not values:
-        return float("nan")
+        return None
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 2)
 
 
 async def run_users(url: str, users: int, refresh_s: float, duration_s: float) -> dict[str, Any]:
@@ -160,7 +164,7 @@ async def run_users(url: str, users: int, refresh_s: float, duration_s: float) -
         "refreshes": refreshes,
         "errors": errors,
         "latency_ms": {
-            kind: {p: round(pct(v, float(p[1:])) * 1000, 2) for p in ("p50", "p95", "p99")} | {"n": len(v)}
+            kind: {p: ms(pct(v, float(p[1:]))) for p in ("p50", "p95", "p99")} | {"n": len(v)}
             for kind, v in latencies.items()
         },
     }
@@ -265,7 +269,7 @@ def main() -> None:
     print(f"{columns[0]:<9}" + "".join(f"{c:>12}" for c in columns[1:]))
     for name, r in (("no cache", off), ("cache", on)):
         lat = r["latency_ms"]
-        cells = (
+        cells: tuple[Any, ...] = (
             r["requests_per_s"],
             r["influx_queries_per_s"],
             r["influx_queries_per_request"],
