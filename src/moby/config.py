@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     proxy_username: str | None = None
     proxy_password: SecretStr | None = None
     proxy_cache: bool = True
+    # Keep complete GROUP BY time() buckets and ask InfluxDB only for the open tail (docs/QUERY.md).
+    proxy_cache_delta: bool = True
     proxy_cache_max_bytes: Annotated[int, Field(ge=0)] = 64 * 1024 * 1024
     # Answers whose time range ended before now (minus the rollups' settle time) are complete.
     proxy_cache_ttl_s: Annotated[float, Field(ge=0)] = 3600.0

@@ -100,6 +100,15 @@ class Metrics:
         self.query_cache_evictions = Gauge(
             "moby_query_cache_evictions", "Answers evicted to keep the byte bound (ever)", registry=r
         )
+        self.query_delta_bytes = Gauge(
+            "moby_query_delta_bytes", "Bytes of complete buckets held by the delta cache", registry=r
+        )
+        self.query_delta_rows = Counter(
+            "moby_query_delta_rows",
+            "Rows of delta-cached answers, by where they came from (cache, influxdb)",
+            ["source"],
+            registry=r,
+        )
         self.query_upstream = Counter(
             "moby_query_upstream_requests", "Requests the proxy sent to InfluxDB /query", registry=r
         )

@@ -465,3 +465,60 @@ def test_serve_mounts_the_proxy_and_routes_readings(
         assert status == 200 and headers["X-Moby-Policy"] == "rollup_1h", body
     assert backend.metric("moby_query_routed_total", 'policy="rollup_1h"') == 2
     assert influx_cli(proxy_port, backend.db, "SHOW MEASUREMENTS").stdout.count("vibration") == 1
+
+
+def test_delta_caching_answers_as_influxdb_does(
+    influxd: Influxd, db_name: str, make_proxy: Callable[..., Proxy]
+) -> None:
+    """Held complete buckets plus a tail query equal InfluxDB's own answer, refresh after refresh."""
+
+    async def write(start_ms: int, end_ms: int) -> None:
+        client = InfluxClient(influxd.url, db_name)
+        try:
+            lines = [
+                f"vibration,factory_id=f1,sensor_id={s} x={(t // 1000) % 97 + k / 2},seq={t // 1000}i {t}"
+                for t in range(start_ms - start_ms % 1000, end_ms, 1000)
+                for k, s in enumerate(("s1", "s2"))
+            ]
+            await client.write("\n".join(lines).encode())
+        finally:
+            await client.close()
+
+    async def bootstrap() -> None:
+        client = InfluxClient(influxd.url, db_name)
+        try:
+            await Bootstrap(client).run()
+        finally:
+            await client.close()
+
+    asyncio.run(bootstrap())
+    t0 = now_ms()
+    asyncio.run(write(t0 - 600_000, t0))
+    proxy = make_proxy(influxd, db_name, moby_proxy_cache_recent_ttl_s="0.3")
+
+    def ask(url: str, end: int) -> tuple[Any, Message]:
+        first = (end - 300_000) // 10_000 * 10_000  # whole buckets: InfluxDB's answer is comparable
+        q = (
+            'SELECT mean("x"), max("x"), count("x") FROM "raw"."vibration" WHERE '
+            f'time >= {first}ms and time <= {end}ms GROUP BY time(10s), "sensor_id" fill(none)'
+        )
+        status, headers, body = http(url, {"db": db_name, "q": q, "epoch": "ms"})
+        assert status == 200, body
+        return orjson.loads(body), headers
+
+    cached_rows = []
+    end = t0
+    for _ in range(4):
+        got, headers = ask(proxy.url, end)
+        want, _ = ask(influxd.url, end)
+        assert got == want
+        assert len(got["results"][0]["series"]) == 2
+        cached_rows.append(int(headers["X-Moby-Delta"].split(",")[0].split("=")[1]))
+        # time passes and new readings arrive
+        time.sleep(1.5)
+        new_end = now_ms()
+        asyncio.run(write(end, new_end))
+        end = new_end
+    assert cached_rows[0] == 0, cached_rows
+    assert all(n >= 2 * 20 for n in cached_rows[1:]), cached_rows  # ≥ 20 complete 10-s buckets per sensor
+    assert proxy.metric("moby_query_delta_rows_total", 'source="cache"') == sum(cached_rows)

@@ -124,3 +124,45 @@ def test_moving_windows_share_a_key_fixed_ones_do_not() -> None:
         p.plan(grafana(900_000, NOW_MS - day), {}).key
         != p.plan(grafana(900_000, NOW_MS - day - 2000), {}).key
     )
+
+
+@pytest.mark.parametrize(
+    ("q", "ok"),
+    [
+        (grafana(900_000), True),
+        (grafana(900_000).replace("fill(null)", "fill(none)"), True),
+        (grafana(900_000).replace("fill(null)", "fill(previous)"), False),  # carries values over the split
+        (grafana(900_000).replace("time(1s)", "time(1s, 500ms)"), False),  # an offset
+        (grafana(900_000) + " LIMIT 10", False),
+        (grafana(900_000) + " ORDER BY time DESC", False),
+        (grafana(900_000, NOW_MS - 86_400_000), False),  # a past range: complete, cached whole instead
+        ('SELECT mean("x") FROM "m" WHERE time > now() - 1h GROUP BY time(1m)', True),
+        ('SELECT mean("x") FROM "m" WHERE time > now() - 1h', False),  # no buckets
+        ('SELECT mean(m) FROM (SELECT x AS m FROM "m") WHERE time > now() - 1h GROUP BY time(1m)', False),
+    ],
+)
+def test_delta_eligibility(q: str, ok: bool) -> None:
+    plan = proxy().plan(q, {"db": "db", "epoch": "ms"})
+    assert (plan.delta is not None) == ok
+
+
+def test_delta_merge_and_assemble() -> None:
+    from moby.query.delta import DeltaCache
+
+    cache = DeltaCache(1 << 20)
+
+    def series(tag: str, start: int, end: int) -> dict[str, object]:
+        values = [[t, t / 10] for t in range(start, end, 10)]
+        return {"name": "m", "tags": {"s": tag}, "columns": ["time", "mean"], "values": values}
+
+    # First answer from 0: buckets below 50 are complete.
+    cache.merge("T", 0, 50, [series("a", 0, 70), series("b", 0, 70)], span_ms=70)
+    assert cache.covered_until("T", 0) == 50 and cache.covered_until("T", 50) is None
+    # The next refresh asks InfluxDB from 50 only, and gets held buckets 10..40 plus its tail.
+    out, from_cache = cache.assemble("T", 10, 50, [series("a", 50, 90)])
+    assert from_cache == 8
+    assert [s["tags"] for s in out] == [{"s": "a"}, {"s": "b"}]
+    assert [v[0] for v in out[0]["values"]] == [10, 20, 30, 40, 50, 60, 70, 80]
+    assert [v[0] for v in out[1]["values"]] == [10, 20, 30, 40]
+    cache.merge("T", 50, 80, [series("a", 50, 90)], span_ms=70)
+    assert cache.covered_until("T", 10) == 80

@@ -24,6 +24,7 @@ class CachedResponse:
     status: int
     body: bytes
     headers: tuple[tuple[str, str], ...] = field(default=())
+    created: float = 0.0  # when InfluxDB answered (epoch seconds): what "complete" is judged against
 
     @property
     def size(self) -> int:
@@ -57,6 +58,10 @@ class ResponseCache:
             return None
         self._entries.move_to_end(key)
         return response
+
+    def remaining_ttl(self, key: str) -> float:
+        entry = self._entries.get(key)
+        return 0.0 if entry is None else max(0.0, entry[0] - self._clock())
 
     def put(self, key: str, response: CachedResponse, ttl_s: float) -> bool:
         if ttl_s <= 0 or response.size > self.max_entry_bytes:

@@ -265,6 +265,7 @@ class TimeBound:
     ms: float  # absolute epoch ms, or the offset from now() when relative
     relative: bool
     span: tuple[int, int]  # indices into the statement's tokens: the expression after the operator
+    op_index: int = -1  # index of the operator token
 
     def at(self, now_ms: float) -> float:
         return now_ms + self.ms if self.relative else self.ms
@@ -348,7 +349,7 @@ def shape(statement: list[Token]) -> Shape:
                 continue
             ms, relative, end = parsed
             start = next(k for k in range(j + 1, n) if statement[k].significant)
-            bound = TimeBound(op, ms, relative, (start, end))
+            bound = TimeBound(op, ms, relative, (start, end), j)
             if op in (">", ">=", "="):
                 lower = bound
             if op in ("<", "<=", "="):

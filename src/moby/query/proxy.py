@@ -28,7 +28,7 @@ import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -40,7 +40,8 @@ from starlette.routing import Route
 from moby.config import Settings
 from moby.metrics import Metrics
 from moby.query import influxql
-from moby.query.cache import CachedResponse, Outcome, ResponseCache
+from moby.query.cache import CachedResponse, Loader, Outcome, ResponseCache
+from moby.query.delta import DeltaCache, DeltaPart, eligible
 from moby.query.routing import Resolution, choose, default_resolutions, retention_ms
 from moby.store.influx import InfluxClient, InfluxError, quote_ident
 
@@ -59,6 +60,7 @@ class ProxyConfig:
     username: str | None = None
     password: str | None = None
     cache: bool = True
+    delta: bool = True
     cache_max_bytes: int = 64 * 1024 * 1024
     ttl_s: float = 3600.0
     recent_ttl_s: float = 5.0
@@ -83,6 +85,7 @@ class Plan:
     key: str
     ttl_s: float
     policies: list[str]
+    delta: list[DeltaPart] | None = None  # when every statement can be answered by delta caching
 
 
 class InfluxProxy:
@@ -96,12 +99,15 @@ class InfluxProxy:
         self.upstream = upstream
         self.metrics = metrics
         self.config = config
-        self.cache = ResponseCache(config.cache_max_bytes)
+        # The bound is shared: half for whole answers, half for the delta cache's buckets.
+        self.cache = ResponseCache(config.cache_max_bytes // 2)
+        self.delta = DeltaCache(config.cache_max_bytes // 2)
         self._clock = clock
         self.version = ""  # InfluxDB's, learnt from its answers and repeated on ours
         metrics.query_cache_bytes.set_function(lambda: self.cache.bytes)
         metrics.query_cache_entries.set_function(lambda: len(self.cache))
         metrics.query_cache_evictions.set_function(lambda: self.cache.evictions)
+        metrics.query_delta_bytes.set_function(lambda: self.delta.bytes)
 
     def app(self, *, with_metrics: bool = False) -> Starlette:
         routes = [
@@ -170,7 +176,46 @@ class InfluxProxy:
         in_body = {k: v for k, v in params.items() if k in _FORWARDED_PARAMS and k not in in_url}
         in_body["q"] = plan.q
         accept = request.headers.get("accept")
+        if self.config.cache and self.config.delta and plan.delta and self._delta_request(params, accept):
+            try:
+                answered = await self._delta_answer(plan.delta, in_url, in_body, accept)
+            except InfluxError as exc:
+                self.metrics.query_requests.labels("upstream_error").inc()
+                return influx_error(f"InfluxDB unreachable: {exc}", 502, self.version)
+            if answered is not None:
+                response, delta_outcome = answered
+                self._count(delta_outcome, started)
+                if plan.policies:
+                    response.headers["X-Moby-Policy"] = ",".join(plan.policies)
+                return response
+        outcome: Outcome
+        try:
+            load = self._loader(in_url, in_body, accept, plan.ttl_s)
+            if self.config.cache:
+                cached, outcome = await self.cache.fetch(plan.key, load)
+            else:
+                cached, outcome = (await load())[0], "bypass"
+        except InfluxError as exc:
+            self.metrics.query_requests.labels("upstream_error").inc()
+            return influx_error(f"InfluxDB unreachable: {exc}", 502, self.version)
+        self._count(outcome, started)
+        headers = dict(cached.headers)
+        headers["X-Moby-Cache"] = outcome
+        if plan.policies:
+            headers["X-Moby-Policy"] = ",".join(plan.policies)
+        return Response(cached.body, cached.status, headers)
 
+    def _count(self, outcome: Outcome, started: float) -> None:
+        self.metrics.query_requests.labels(outcome).inc()
+        served_from_cache = outcome in ("hit", "coalesced")
+        (self.metrics.query_cache_hits if served_from_cache else self.metrics.query_cache_misses).inc()
+        self.metrics.query_latency.labels("hit" if served_from_cache else "upstream").observe(
+            time.perf_counter() - started
+        )
+
+    def _loader(
+        self, in_url: dict[str, str], in_body: dict[str, str], accept: str | None, ttl_s: float
+    ) -> Loader:
         async def load() -> tuple[CachedResponse, float]:
             self.metrics.query_upstream.inc()
             status, headers, body = await self.upstream.forward(
@@ -178,29 +223,70 @@ class InfluxProxy:
             )
             kept = tuple(self._kept(headers).items())
             # Errors (HTTP or per statement) are not kept: the next request asks again.
-            ttl = plan.ttl_s if status == 200 and b'"error"' not in body else 0.0
-            return CachedResponse(status, body, kept), ttl
+            ttl = ttl_s if status == 200 and b'"error"' not in body else 0.0
+            return CachedResponse(status, body, kept, created=self._clock()), ttl
 
-        outcome: Outcome
-        try:
-            if self.config.cache:
-                response, outcome = await self.cache.fetch(plan.key, load)
-            else:
-                response, outcome = (await load())[0], "bypass"
-        except InfluxError as exc:
-            self.metrics.query_requests.labels("upstream_error").inc()
-            return influx_error(f"InfluxDB unreachable: {exc}", 502, self.version)
-        self.metrics.query_requests.labels(outcome).inc()
-        served_from_cache = outcome in ("hit", "coalesced")
-        (self.metrics.query_cache_hits if served_from_cache else self.metrics.query_cache_misses).inc()
-        self.metrics.query_latency.labels("hit" if served_from_cache else "upstream").observe(
-            time.perf_counter() - started
+        return load
+
+    @staticmethod
+    def _delta_request(params: dict[str, str], accept: str | None) -> bool:
+        """Grafana's kind of request: JSON, epoch=ms, whole (not chunked), no bound parameters."""
+        json_ok = not accept or "json" in accept or accept.strip() == "*/*"
+        return (
+            params.get("epoch") == "ms"
+            and params.get("chunked") != "true"
+            and "params" not in params
+            and "pretty" not in params
+            and json_ok
         )
-        headers = dict(response.headers)
-        headers["X-Moby-Cache"] = outcome
-        if plan.policies:
-            headers["X-Moby-Policy"] = ",".join(plan.policies)
-        return Response(response.body, response.status, headers)
+
+    async def _delta_answer(
+        self, parts: list[DeltaPart], in_url: dict[str, str], in_body: dict[str, str], accept: str | None
+    ) -> tuple[Response, Outcome] | None:
+        """Held complete buckets plus a (shared, briefly cached) tail query per statement; None to
+        fall back to the whole answer (an error, or an answer not shaped as expected)."""
+        results: list[dict[str, Any]] = []
+        fetched = False
+        cached_rows = tail_rows = 0
+        for index, part in enumerate(parts):
+            held_until = self.delta.covered_until(part.template, part.first_bucket_ms)
+            fetch_from = part.first_bucket_ms if held_until is None else held_until
+            key = orjson.dumps(["delta", part.template, fetch_from]).decode()
+            body = {**in_body, "q": part.text_from(fetch_from)}
+            response, outcome = await self.cache.fetch(
+                key, self._loader(in_url, body, accept, self.config.recent_ttl_s)
+            )
+            fetched = fetched or outcome not in ("hit", "coalesced")
+            if response.status != 200 or b'"error"' in response.body:
+                return None
+            try:
+                tail: list[dict[str, Any]] = orjson.loads(response.body)["results"][0].get("series", [])
+            except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
+                return None
+            series, from_cache = self.delta.assemble(part.template, part.first_bucket_ms, fetch_from, tail)
+            step = part.interval_ms
+            settled = int((response.created * 1000 - part.settle_ms) // step * step)
+            self.delta.merge(part.template, fetch_from, settled, tail, part.span_ms)
+            # This answer also holds the tail for requests that start where the held buckets now end.
+            held_until = self.delta.covered_until(part.template, part.first_bucket_ms)
+            if held_until is not None and held_until > fetch_from:
+                alias = orjson.dumps(["delta", part.template, held_until]).decode()
+                if self.cache.get(alias) is None:
+                    self.cache.put(alias, response, self.cache.remaining_ttl(key))
+            cached_rows += from_cache
+            tail_rows += sum(len(s["values"]) for s in series) - from_cache
+            results.append({"statement_id": index, "series": series} if series else {"statement_id": index})
+        self.metrics.query_delta_rows.labels("cache").inc(cached_rows)
+        self.metrics.query_delta_rows.labels("influxdb").inc(tail_rows)
+        overall: Outcome = "miss" if fetched else "hit"
+        headers = {
+            "Content-Type": "application/json",
+            "X-Moby-Cache": overall,
+            "X-Moby-Delta": f"cached_rows={cached_rows}, tail_rows={tail_rows}",
+        }
+        if self.version:
+            headers["X-Influxdb-Version"] = self.version
+        return Response(orjson.dumps({"results": results}) + b"\n", 200, headers), overall
 
     # --- the plan: checks, routing, cache key, TTL -------------------------------------------------
     def plan(
@@ -215,6 +301,8 @@ class InfluxProxy:
         policies: list[str] = []
         ttl = self.config.ttl_s
         rewritten = False
+        extra = sorted((k, v) for k, v in params.items() if k in _FORWARDED_PARAMS)
+        parts: list[DeltaPart] | None = []
         for statement in statements:
             shape = influxql.shape(statement)
             lower = shape.lower.at(now) if shape.lower else None
@@ -236,9 +324,38 @@ class InfluxProxy:
             texts.append(influxql.render(statement, replace))
             ttl = min(ttl, self._ttl(statement, shape, upper, now, read))
             keys.append(self._key_text(statement, shape, replace, upper, now))
-        extra = sorted((k, v) for k, v in params.items() if k in _FORWARDED_PARAMS)
+            if parts is not None and lower is not None and eligible(statement, shape, now, NEAR_NOW_MS):
+                parts.append(self._delta_part(statement, shape, replace, lower, upper, read, extra))
+            else:
+                parts = None
         key = orjson.dumps([keys, extra, sorted(url_params), accept]).decode()
-        return Plan(";".join(texts) if rewritten else q, key, ttl, policies)
+        return Plan(";".join(texts) if rewritten else q, key, ttl, policies, parts or None)
+
+    @staticmethod
+    def _delta_part(
+        statement: list[influxql.Token],
+        shape: influxql.Shape,
+        replace: dict[int, str],
+        lower: float,
+        upper: float,
+        read: list[str],
+        extra: list[tuple[str, str]],
+    ) -> DeltaPart:
+        assert shape.lower is not None and shape.interval_ms is not None
+        step = int(shape.interval_ms)
+        bounds = [(shape.lower, "@lower")] + ([(shape.upper, "@upper")] if shape.upper else [])
+        template = _with_bounds(statement, replace, bounds)
+        settle = max((SETTLE_MS.get(p, SETTLE_MS["rollup_1m"]) for p in read), default=SETTLE_MS["rollup_1m"])
+        return DeltaPart(
+            template=orjson.dumps([template, extra]).decode(),
+            interval_ms=step,
+            first_bucket_ms=int(lower // step * step),
+            span_ms=upper - lower,
+            settle_ms=settle,
+            statement=statement,
+            replace=replace,
+            lower=shape.lower,
+        )
 
     def _ttl(
         self,
@@ -264,20 +381,13 @@ class InfluxProxy:
         now: float,
     ) -> str:
         """The statement normalised; a fixed range ending near now becomes "the last N ms"."""
-        replace = dict(replace)
-        drop: set[int] = set()
         lo, hi = shape.lower, shape.upper
+        spans: list[tuple[influxql.TimeBound, str]] = []
         if hi is not None and not hi.relative and abs(now - upper) <= NEAR_NOW_MS:
             spans = [(hi, "now()")]
             if lo is not None and not lo.relative:
                 spans.append((lo, f"now()-{round(hi.ms - lo.ms)}ms"))
-            for bound, text in spans:
-                start, end = bound.span
-                replace[start] = text
-                drop.update(range(start + 1, end))
-        return influxql.normalize(
-            [influxql.Token(t.kind, replace.get(i, t.text)) for i, t in enumerate(statement) if i not in drop]
-        )
+        return _with_bounds(statement, replace, spans)
 
     # --- requests ---------------------------------------------------------------------------------
     @staticmethod
@@ -321,6 +431,21 @@ class InfluxProxy:
         return kept
 
 
+def _with_bounds(
+    statement: list[influxql.Token], replace: dict[int, str], bounds: list[tuple[influxql.TimeBound, str]]
+) -> str:
+    """The statement normalised, with the given time bounds' expressions replaced by text."""
+    replace = dict(replace)
+    drop: set[int] = set()
+    for bound, text in bounds:
+        start, end = bound.span
+        replace[start] = text
+        drop.update(range(start + 1, end))
+    return influxql.normalize(
+        [influxql.Token(t.kind, replace.get(i, t.text)) for i, t in enumerate(statement) if i not in drop]
+    )
+
+
 def proxy_from_settings(settings: Settings, metrics: Metrics) -> InfluxProxy:
     """The proxy as ``moby serve`` and ``moby proxy`` configure it from ``MOBY_*`` variables."""
     s = settings
@@ -336,6 +461,7 @@ def proxy_from_settings(settings: Settings, metrics: Metrics) -> InfluxProxy:
         username=s.proxy_username if s.proxy_password else None,
         password=s.proxy_password.get_secret_value() if s.proxy_password else None,
         cache=s.proxy_cache,
+        delta=s.proxy_cache_delta,
         cache_max_bytes=s.proxy_cache_max_bytes,
         ttl_s=s.proxy_cache_ttl_s,
         recent_ttl_s=s.proxy_cache_recent_ttl_s,
