@@ -40,6 +40,7 @@ from moby.store.influx import InfluxClient
 from moby.store.influxd import Influxd
 
 DB = "bench"
+MODES = {"no_cache": (False, False), "cache": (True, True), "cache_whole": (True, False)}
 FACTORY, SENSOR = "demo", "s1"
 RANGES_S = (900, 6 * 3600, 2 * 86400, 90 * 86400)  # the users' dashboard time ranges
 NICE_S = (1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
@@ -97,11 +98,12 @@ async def seed(url: str) -> int:
         await client.close()
 
 
-def query_requests(url: str) -> int:
-    """InfluxDB's own count of /query requests (this one included)."""
+def httpd_stats(url: str) -> dict[str, int]:
+    """InfluxDB's own /query counters: requests (this one included), time spent, bytes answered."""
     with urllib.request.urlopen(f"{url}/query?q=SHOW+STATS+FOR+%27httpd%27", timeout=10) as r:
         series = orjson.loads(r.read())["results"][0]["series"][0]
-    return int(dict(zip(series["columns"], series["values"][0], strict=True))["queryReq"])
+    stats = dict(zip(series["columns"], series["values"][0], strict=True))
+    return {k: int(stats[k]) for k in ("queryReq", "queryReqDurationNs", "queryRespBytes")}
 
 
 def proxy_metric(url: str, name: str) -> float:
@@ -171,13 +173,13 @@ async def run_users(url: str, users: int, refresh_s: float, duration_s: float) -
 
 
 class Proxy(ManagedProcess):
-    def __init__(self, workdir: Path, influx_url: str, cache: bool) -> None:
+    def __init__(self, workdir: Path, influx_url: str, cache: bool, delta: bool) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         super().__init__(
             "moby proxy",
             [sys.executable, "-m", "moby", "proxy"],
-            log_path=workdir / f"proxy-{'cache' if cache else 'nocache'}.log",
+            log_path=workdir / f"proxy-{'cache' if cache else 'nocache'}-{'delta' if delta else 'whole'}.log",
             ready=lambda: http_ready(f"{self.url}/metrics"),
             env={
                 **os.environ,
@@ -185,25 +187,35 @@ class Proxy(ManagedProcess):
                 "MOBY_INFLUX_DB": DB,
                 "MOBY_PROXY_PORT": str(self.port),
                 "MOBY_PROXY_CACHE": "true" if cache else "false",
+                "MOBY_PROXY_CACHE_DELTA": "true" if delta else "false",
                 "MOBY_LOG_LEVEL": "warning",
             },
         )
 
 
-def mode(influxd: Influxd, workdir: Path, cache: bool, args: argparse.Namespace) -> dict[str, Any]:
-    proxy = Proxy(workdir, influxd.url, cache)
+def mode(
+    influxd: Influxd, workdir: Path, cache: bool, delta: bool, args: argparse.Namespace
+) -> dict[str, Any]:
+    proxy = Proxy(workdir, influxd.url, cache, delta)
     proxy.start()
     try:
-        before = query_requests(influxd.url)
+        before = httpd_stats(influxd.url)
         started = time.monotonic()
         result = asyncio.run(run_users(proxy.url, args.users, args.refresh, args.duration))
         wall = time.monotonic() - started
-        upstream = query_requests(influxd.url) - before - 1  # less the second SHOW STATS
+        after = httpd_stats(influxd.url)
+        upstream = after["queryReq"] - before["queryReq"] - 1  # less the second SHOW STATS
         result.update(
             cache=cache,
+            delta=cache and delta,
             wall_s=round(wall, 2),
             influx_queries=upstream,
             influx_queries_per_s=round(upstream / wall, 2),
+            # InfluxDB's time answering /query (summed over concurrent requests) and bytes answered
+            influx_busy_ms_per_s=round(
+                (after["queryReqDurationNs"] - before["queryReqDurationNs"]) / 1e6 / wall, 1
+            ),
+            influx_kib_per_s=round((after["queryRespBytes"] - before["queryRespBytes"]) / 1024 / wall, 1),
             requests_per_s=round(result["requests"] / wall, 2),
             influx_queries_per_request=round(upstream / max(result["requests"], 1), 4),
             proxy_upstream_counter=int(proxy_metric(proxy.url, "moby_query_upstream_requests_total")),
@@ -230,6 +242,13 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds per mode")
     parser.add_argument("--refresh", type=float, default=5.0, help="dashboard refresh interval, seconds")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        choices=MODES,
+        default=["no_cache", "cache"],
+        help="no_cache, cache (with delta caching), cache_whole (delta caching off)",
+    )
     args = parser.parse_args()
     random.seed(7)
     with tempfile.TemporaryDirectory(prefix="moby-bench-query-") as tmp:
@@ -248,41 +267,50 @@ def main() -> None:
                     "ranges_s": RANGES_S,
                     "points_seeded": points,
                 },
-                "no_cache": mode(influxd, workdir, False, args),
-                "cache": mode(influxd, workdir, True, args),
             }
+            for name in args.modes:
+                results[name] = mode(influxd, workdir, *MODES[name], args)
         finally:
             influxd.stop()
-    off, on = results["no_cache"], results["cache"]
-    results["fewer_influx_queries"] = round(
-        1 - on["influx_queries_per_s"] / max(off["influx_queries_per_s"], 1e-9), 4
-    )
-    results["fewer_influx_queries_per_request"] = round(
-        1 - on["influx_queries_per_request"] / max(off["influx_queries_per_request"], 1e-9), 4
-    )
     setup = results["setup"]
     print(
         f"{args.users} users × {setup['panels']} panels, refresh {args.refresh:g} s, "
         f"{args.duration:g} s per mode"
     )
-    columns = ("mode", "req/s", "influx q/s", "q/req", "p50 ms", "p95 ms", "cached p95", "errors")
-    print(f"{columns[0]:<9}" + "".join(f"{c:>12}" for c in columns[1:]))
-    for name, r in (("no cache", off), ("cache", on)):
+    columns = ("mode", "req/s", "influx q/s", "q/req", "busy ms/s", "KiB/s", "p50 ms", "p95 ms", "cached p95")
+    print(f"{columns[0]:<12}" + "".join(f"{c:>11}" for c in columns[1:]))
+    for name in args.modes:
+        r = results[name]
         lat = r["latency_ms"]
         cells: tuple[Any, ...] = (
             r["requests_per_s"],
             r["influx_queries_per_s"],
             r["influx_queries_per_request"],
+            r["influx_busy_ms_per_s"],
+            r["influx_kib_per_s"],
             lat["all"]["p50"],
             lat["all"]["p95"],
             lat["cached"]["p95"],
-            r["errors"],
         )
-        print(f"{name:<9}" + "".join(f"{c:>12}" for c in cells))
-    print(
-        f"with the cache: {results['fewer_influx_queries']:.1%} fewer InfluxDB queries/s "
-        f"({results['fewer_influx_queries_per_request']:.1%} fewer per dashboard request)"
-    )
+        print(
+            f"{name:<12}"
+            + "".join(f"{c!s:>11}" for c in cells)
+            + (f"  errors: {r['errors']}" if r["errors"] else "")
+        )
+    if "no_cache" in results:
+        off = results["no_cache"]
+        for name in args.modes:
+            if name == "no_cache":
+                continue
+            on = results[name]
+            fewer = 1 - on["influx_queries_per_s"] / max(off["influx_queries_per_s"], 1e-9)
+            per_request = 1 - on["influx_queries_per_request"] / max(off["influx_queries_per_request"], 1e-9)
+            on["fewer_influx_queries"] = round(fewer, 4)
+            on["fewer_influx_queries_per_request"] = round(per_request, 4)
+            print(
+                f"{name}: {fewer:.1%} fewer InfluxDB queries/s "
+                f"({per_request:.1%} fewer per dashboard request)"
+            )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))

@@ -19,7 +19,9 @@ no subquery, ``fill`` other than ``previous``/``linear``; and the request asks f
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -98,6 +100,7 @@ class _Entry:
     series: dict[str, _Series] = field(default_factory=dict)
     size: int = 0
     span_ms: float = 0.0  # the longest range asked of this template: what must be kept
+    born: float = 0.0  # when its first buckets were kept (clock seconds)
 
 
 def _series_key(series: dict[str, Any]) -> str:
@@ -107,8 +110,14 @@ def _series_key(series: dict[str, Any]) -> str:
 class DeltaCache:
     """Complete buckets per template, least recently used out first past ``max_bytes``."""
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(
+        self, max_bytes: int, max_age_s: float = 3600.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.max_bytes = max_bytes
+        # Held buckets are asked for again after this long, so data that arrived after they were
+        # judged complete (a late edge backfill, a rollup re-roll) shows within it.
+        self.max_age_s = max_age_s
+        self._clock = clock
         self.bytes = 0
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
 
@@ -118,6 +127,9 @@ class DeltaCache:
     def covered_until(self, template: str, first_bucket_ms: int) -> int | None:
         """Where the complete buckets held for an answer starting at ``first_bucket_ms`` end."""
         entry = self._entries.get(template)
+        if entry is not None and self._clock() - entry.born > self.max_age_s:
+            self._drop(template)
+            return None
         if entry is None or not entry.start <= first_bucket_ms < entry.end:
             return None
         self._entries.move_to_end(template)
@@ -133,7 +145,7 @@ class DeltaCache:
         if entry is None or fetched_from > entry.end or settled < entry.start:
             if entry is not None:
                 self._drop(template)
-            entry = self._entries[template] = _Entry(fetched_from, fetched_from)
+            entry = self._entries[template] = _Entry(fetched_from, fetched_from, born=self._clock())
         for series in tail:
             key = _series_key(series)
             held = entry.series.get(key)

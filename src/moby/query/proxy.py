@@ -20,11 +20,8 @@ for the short TTL, which is exactly the staleness a ``now()``-relative query wou
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
+import re
 import time
-import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -42,6 +39,7 @@ from moby.metrics import Metrics
 from moby.query import influxql
 from moby.query.cache import CachedResponse, Loader, Outcome, ResponseCache
 from moby.query.delta import DeltaCache, DeltaPart, eligible
+from moby.query.influxhttp import authenticate, influx_error, request_params
 from moby.query.routing import Resolution, choose, default_resolutions, retention_ms
 from moby.store.influx import InfluxClient, InfluxError, quote_ident
 
@@ -66,15 +64,6 @@ class ProxyConfig:
     recent_ttl_s: float = 5.0
     meta_ttl_s: float = 30.0
     resolutions: tuple[Resolution, ...] = field(default_factory=default_resolutions)
-
-    @property
-    def auth(self) -> bool:
-        return bool(self.username)
-
-
-def influx_error(message: str, status: int, version: str = "") -> Response:
-    headers = {"X-Influxdb-Version": version} if version else {}
-    return Response(orjson.dumps({"error": message}) + b"\n", status, headers, "application/json")
 
 
 @dataclass
@@ -101,7 +90,7 @@ class InfluxProxy:
         self.config = config
         # The bound is shared: half for whole answers, half for the delta cache's buckets.
         self.cache = ResponseCache(config.cache_max_bytes // 2)
-        self.delta = DeltaCache(config.cache_max_bytes // 2)
+        self.delta = DeltaCache(config.cache_max_bytes // 2, max_age_s=config.ttl_s)
         self._clock = clock
         self.version = ""  # InfluxDB's, learnt from its answers and repeated on ours
         metrics.query_cache_bytes.set_function(lambda: self.cache.bytes)
@@ -140,8 +129,10 @@ class InfluxProxy:
         return Response(body if request.method == "GET" else b"", status, kept)
 
     async def write(self, request: Request) -> Response:
-        params = await self._params(request)
-        if (refused := self._authenticate(request, params)) is not None:
+        params = await request_params(request)
+        if (
+            refused := authenticate(request, params, self.config.username, self.config.password, self.version)
+        ) is not None:
             return refused
         self.metrics.query_requests.labels("refused").inc()
         return influx_error(
@@ -153,8 +144,10 @@ class InfluxProxy:
 
     async def query(self, request: Request) -> Response:
         started = time.perf_counter()
-        params = await self._params(request)
-        if (refused := self._authenticate(request, params)) is not None:
+        params = await request_params(request)
+        if (
+            refused := authenticate(request, params, self.config.username, self.config.password, self.version)
+        ) is not None:
             self.metrics.query_requests.labels("unauthorized").inc()
             return refused
         q = params.get("q", "")
@@ -245,10 +238,9 @@ class InfluxProxy:
     ) -> tuple[Response, Outcome] | None:
         """Held complete buckets plus a (shared, briefly cached) tail query per statement; None to
         fall back to the whole answer (an error, or an answer not shaped as expected)."""
-        results: list[dict[str, Any]] = []
+        tails: list[tuple[DeltaPart, int, str, CachedResponse]] = []
         fetched = False
-        cached_rows = tail_rows = 0
-        for index, part in enumerate(parts):
+        for part in parts:
             held_until = self.delta.covered_until(part.template, part.first_bucket_ms)
             fetch_from = part.first_bucket_ms if held_until is None else held_until
             key = orjson.dumps(["delta", part.template, fetch_from]).decode()
@@ -259,6 +251,31 @@ class InfluxProxy:
             fetched = fetched or outcome not in ("hit", "coalesced")
             if response.status != 200 or b'"error"' in response.body:
                 return None
+            tails.append((part, fetch_from, key, response))
+        overall: Outcome = "miss" if fetched else "hit"
+        # Users of one view ask for the same buckets with the same tail: assemble that once.
+        memo_key = orjson.dumps(
+            ["assembled", [(p.template, p.first_bucket_ms, f, r.created) for p, f, _, r in tails]]
+        ).decode()
+        memo = self.cache.get(memo_key)
+        if memo is None:
+            memo = self._assemble(tails)
+            if memo is None:
+                return None
+            self.cache.put(memo_key, memo, min(self.cache.remaining_ttl(key) for _, _, key, _ in tails))
+        headers = dict(memo.headers)
+        cached_rows, tail_rows = (int(n) for n in re.findall(r"\d+", headers["X-Moby-Delta"]))
+        self.metrics.query_delta_rows.labels("cache").inc(cached_rows)
+        self.metrics.query_delta_rows.labels("influxdb").inc(tail_rows)
+        headers["X-Moby-Cache"] = overall
+        if self.version:
+            headers["X-Influxdb-Version"] = self.version
+        return Response(memo.body, 200, headers), overall
+
+    def _assemble(self, tails: list[tuple[DeltaPart, int, str, CachedResponse]]) -> CachedResponse | None:
+        results: list[dict[str, Any]] = []
+        cached_rows = tail_rows = 0
+        for index, (part, fetch_from, key, response) in enumerate(tails):
             try:
                 tail: list[dict[str, Any]] = orjson.loads(response.body)["results"][0].get("series", [])
             except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
@@ -276,17 +293,11 @@ class InfluxProxy:
             cached_rows += from_cache
             tail_rows += sum(len(s["values"]) for s in series) - from_cache
             results.append({"statement_id": index, "series": series} if series else {"statement_id": index})
-        self.metrics.query_delta_rows.labels("cache").inc(cached_rows)
-        self.metrics.query_delta_rows.labels("influxdb").inc(tail_rows)
-        overall: Outcome = "miss" if fetched else "hit"
-        headers = {
-            "Content-Type": "application/json",
-            "X-Moby-Cache": overall,
-            "X-Moby-Delta": f"cached_rows={cached_rows}, tail_rows={tail_rows}",
-        }
-        if self.version:
-            headers["X-Influxdb-Version"] = self.version
-        return Response(orjson.dumps({"results": results}) + b"\n", 200, headers), overall
+        headers = (
+            ("Content-Type", "application/json"),
+            ("X-Moby-Delta", f"cached_rows={cached_rows}, tail_rows={tail_rows}"),
+        )
+        return CachedResponse(200, orjson.dumps({"results": results}) + b"\n", headers)
 
     # --- the plan: checks, routing, cache key, TTL -------------------------------------------------
     def plan(
@@ -389,39 +400,9 @@ class InfluxProxy:
                 spans.append((lo, f"now()-{round(hi.ms - lo.ms)}ms"))
         return _with_bounds(statement, replace, spans)
 
-    # --- requests ---------------------------------------------------------------------------------
-    @staticmethod
-    async def _params(request: Request) -> dict[str, str]:
-        """URL parameters and, for a form POST, the form's (which win, as in InfluxDB)."""
-        params = dict(request.query_params)
-        if request.method == "POST" and request.headers.get("content-type", "").startswith(
-            "application/x-www-form-urlencoded"
-        ):
-            body = (await request.body()).decode("utf-8", "replace")
-            params.update(urllib.parse.parse_qsl(body, keep_blank_values=True))
-        return params
-
     def _authenticate(self, request: Request, params: dict[str, str]) -> Response | None:
-        if not self.config.auth:
-            return None
-        user, password = params.get("u"), params.get("p")
-        if user is None:
-            header = request.headers.get("authorization", "")
-            scheme, _, value = header.partition(" ")
-            if scheme.lower() == "basic":
-                try:
-                    user, _, password = base64.b64decode(value, validate=True).decode().partition(":")
-                except (binascii.Error, UnicodeDecodeError):
-                    user = None
-            elif scheme.lower() == "token":  # InfluxDB 1.8+: "Token username:password"
-                user, _, password = value.partition(":")
-        if user is None:
-            return influx_error("unable to parse authentication credentials", 401, self.version)
-        ok_user = hmac.compare_digest(user.encode(), (self.config.username or "").encode())
-        ok_password = hmac.compare_digest((password or "").encode(), (self.config.password or "").encode())
-        if not (ok_user and ok_password):
-            return influx_error("authorization failed", 401, self.version)
-        return None
+        c = self.config
+        return authenticate(request, params, c.username, c.password, self.version)
 
     def _kept(self, headers: dict[str, str]) -> dict[str, str]:
         kept = {k: v for k, v in headers.items() if k.lower() in _KEPT_HEADERS}
