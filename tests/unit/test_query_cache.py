@@ -136,9 +136,13 @@ def test_moving_windows_share_a_key_fixed_ones_do_not() -> None:
         (grafana(900_000) + " LIMIT 10", False),
         (grafana(900_000) + " ORDER BY time DESC", False),
         (grafana(900_000, NOW_MS - 86_400_000), False),  # a past range: complete, cached whole instead
-        ('SELECT mean("x") FROM "m" WHERE time > now() - 1h GROUP BY time(1m)', True),
-        ('SELECT mean("x") FROM "m" WHERE time > now() - 1h', False),  # no buckets
-        ('SELECT mean(m) FROM (SELECT x AS m FROM "m") WHERE time > now() - 1h GROUP BY time(1m)', False),
+        ('SELECT mean("x") FROM "auto"."m" WHERE time > now() - 1h GROUP BY time(1m)', True),
+        ('SELECT mean("x") FROM "raw"."m" WHERE time > now() - 1h GROUP BY time(1m)', False),  # not "auto"
+        ('SELECT mean("x") FROM "auto"."m" WHERE time > now() - 1h', False),  # no buckets
+        (
+            'SELECT mean(m) FROM (SELECT x AS m FROM "auto"."m") WHERE time > now() - 1h GROUP BY time(1m)',
+            False,
+        ),
     ],
 )
 def test_delta_eligibility(q: str, ok: bool) -> None:

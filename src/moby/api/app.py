@@ -32,7 +32,7 @@ from moby.query.proxy import proxy_from_settings
 from moby.query.routing import bucket_ms, choose, default_resolutions, retention_ms
 from moby.schema import ID_PATTERN
 from moby.service import Engine
-from moby.store.influx import InfluxError
+from moby.store.influx import InfluxError, quote_ident, series_rows
 
 FIELD_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 INACTIVITY_S = 300.0
@@ -267,8 +267,6 @@ def create_app(engine: Engine, *, manage_engine: bool = True) -> FastAPI:
         )
 
     async def _value_names(measurement: str) -> list[str]:
-        from moby.store.influx import quote_ident, series_rows
-
         results = await engine.influx.query(f'SHOW FIELD KEYS FROM "raw".{quote_ident(measurement)}')
         return sorted(
             row["fieldKey"] for row in series_rows(results[0]) if row["fieldType"] in ("float", "integer")

@@ -335,7 +335,10 @@ class InfluxProxy:
             texts.append(influxql.render(statement, replace))
             ttl = min(ttl, self._ttl(statement, shape, upper, now, read))
             keys.append(self._key_text(statement, shape, replace, upper, now))
-            if parts is not None and lower is not None and eligible(statement, shape, now, NEAR_NOW_MS):
+            # Only statements naming "auto" (MOBY's own extension): a plain query gets InfluxDB's
+            # answer byte for byte, and a delta answer's first bucket is whole where InfluxDB's is not.
+            delta_ok = bool(replace) and eligible(statement, shape, now, NEAR_NOW_MS)
+            if parts is not None and lower is not None and delta_ok:
                 parts.append(self._delta_part(statement, shape, replace, lower, upper, read, extra))
             else:
                 parts = None
