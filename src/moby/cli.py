@@ -69,6 +69,72 @@ def serve() -> None:
 
 
 @app.command()
+def proxy(
+    port: Annotated[int | None, typer.Option(help="default: MOBY_PROXY_PORT, else 8087")] = None,
+) -> None:
+    """Run only the read-only, caching InfluxQL proxy (no ingest), e.g. several behind a balancer.
+
+    It serves InfluxDB's own paths (/ping, /query) and /metrics, configured like `moby serve`.
+    """
+    import uvicorn
+
+    from moby.api.server import GracefulServer
+    from moby.config import Settings
+    from moby.logs import configure
+    from moby.metrics import Metrics
+    from moby.query.proxy import proxy_from_settings
+
+    settings = Settings()
+    configure(settings.log_level, settings.log_format)
+    _loop_policy()
+    server = proxy_from_settings(settings, Metrics())
+    config = uvicorn.Config(
+        server.app(with_metrics=True),
+        host=settings.proxy_host,
+        port=port or settings.proxy_port or 8087,
+        log_level="warning",
+        access_log=False,
+        loop="uvloop",
+    )
+    asyncio.run(GracefulServer(config).serve())
+
+
+rollup_app = typer.Typer(help="The rollup retention policies.", no_args_is_help=True)
+app.add_typer(rollup_app, name="rollup")
+
+
+@rollup_app.command("backfill")
+def rollup_backfill(
+    since: Annotated[str, typer.Option(help="how far back, an InfluxQL duration such as 36h or 7d")] = "24h",
+) -> None:
+    """Recompute rollup_1m and rollup_1h from raw over the last SINCE (late edge backfill)."""
+    import time
+
+    from moby.config import Settings
+    from moby.query.routing import retention_ms
+    from moby.store.bootstrap import Bootstrap
+    from moby.store.influx import InfluxClient
+
+    s = Settings()
+    client = InfluxClient(
+        s.influx_url,
+        s.influx_db,
+        username=s.influx_username,
+        password=s.influx_password.get_secret_value() if s.influx_password else None,
+        timeout_s=300,
+    )
+
+    async def main() -> int:
+        try:
+            now_ms = int(time.time() * 1000)
+            return await Bootstrap(client).backfill(now_ms - retention_ms(since), now_ms)
+        finally:
+            await client.close()
+
+    console.print(f"ran {asyncio.run(main())} rollup statements")
+
+
+@app.command()
 def up(
     data_dir: Annotated[Path, typer.Option(envvar="MOBY_DATA_DIR", help="state of every part")] = Path(
         "./var"

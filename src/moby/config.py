@@ -80,6 +80,30 @@ class Settings(BaseSettings):
     retry_max_s: float = 30.0
     raw_retention: str = "30d"
     rollup_retention: str = "365d"
+    rollup_1h_retention: str = "1825d"
+    # Re-roll the last N hours of raw data into both rollups every 15 minutes, so readings an
+    # edge device delivers late (after the continuous queries' resample window) reach the
+    # rollups too; 0 turns it off.
+    rollup_reroll_hours: Annotated[int, Field(ge=0, le=24 * 7)] = 6
+
+    # --- query layer: the InfluxQL proxy for Grafana ----------------------------------------
+    # Served at /influx of the API always, and at InfluxDB's own paths on this port when set.
+    proxy_port: int | None = None
+    proxy_host: str = "127.0.0.1"
+    # When both are set, the proxy (and only the proxy) requires them, as InfluxDB with auth does.
+    proxy_username: str | None = None
+    proxy_password: SecretStr | None = None
+    proxy_cache: bool = True
+    # Keep complete GROUP BY time() buckets and ask InfluxDB only for the open tail (docs/QUERY.md).
+    proxy_cache_delta: bool = True
+    proxy_cache_max_bytes: Annotated[int, Field(ge=0)] = 64 * 1024 * 1024
+    # Answers whose time range ended before now (minus the rollups' settle time) are complete.
+    proxy_cache_ttl_s: Annotated[float, Field(ge=0)] = 3600.0
+    # Answers that include the still-open bucket (a range reaching to now) are kept this long.
+    proxy_cache_recent_ttl_s: Annotated[float, Field(ge=0)] = 5.0
+    # Answers without a time range (SHOW TAG VALUES for dashboard variables, ...).
+    proxy_cache_meta_ttl_s: Annotated[float, Field(ge=0)] = 30.0
+    proxy_timeout_s: Annotated[float, Field(gt=0)] = 60.0
 
     # --- the backend's own metrics in InfluxDB (moby_internal, moby_sensor_status) ---------------
     # Seconds between reports; 0 turns them off (then /metrics is the only source).

@@ -78,3 +78,50 @@ class Metrics:
         self.mqtt_reconnects = Counter("moby_mqtt_reconnects", "Broker reconnections", registry=r)
         self.influx_up = Gauge("moby_influx_up", "1 when the last InfluxDB contact succeeded", registry=r)
         self.sensors = Gauge("moby_sensors", "Sensors known to the backend", registry=r)
+
+        # --- query layer (the InfluxQL proxy) ------------------------------------------------
+        self.query_requests = Counter(
+            "moby_query_requests",
+            "InfluxQL proxy /query requests, by outcome (hit, miss, coalesced, uncacheable, "
+            "bypass, refused, unauthorized, bad_request, upstream_error)",
+            ["outcome"],
+            registry=r,
+        )
+        self.query_cache_hits = Counter(
+            "moby_query_cache_hits", "Proxy answers served from the cache (incl. coalesced)", registry=r
+        )
+        self.query_cache_misses = Counter(
+            "moby_query_cache_misses", "Proxy answers that needed a query to InfluxDB", registry=r
+        )
+        self.query_cache_bytes = Gauge("moby_query_cache_bytes", "Bytes held by the proxy cache", registry=r)
+        self.query_cache_entries = Gauge(
+            "moby_query_cache_entries", "Answers held by the proxy cache", registry=r
+        )
+        self.query_cache_evictions = Gauge(
+            "moby_query_cache_evictions", "Answers evicted to keep the byte bound (ever)", registry=r
+        )
+        self.query_delta_bytes = Gauge(
+            "moby_query_delta_bytes", "Bytes of complete buckets held by the delta cache", registry=r
+        )
+        self.query_delta_rows = Counter(
+            "moby_query_delta_rows",
+            "Rows of delta-cached answers, by where they came from (cache, influxdb)",
+            ["source"],
+            registry=r,
+        )
+        self.query_upstream = Counter(
+            "moby_query_upstream_requests", "Requests the proxy sent to InfluxDB /query", registry=r
+        )
+        self.query_routed = Counter(
+            "moby_query_routed",
+            'Statements naming "auto", by the retention policy chosen',
+            ["policy"],
+            registry=r,
+        )
+        self.query_latency = Histogram(
+            "moby_query_latency_seconds",
+            "Proxy /query latency, by whether InfluxDB was asked",
+            ["cache"],
+            registry=r,
+            buckets=_LATENCY_BUCKETS,
+        )

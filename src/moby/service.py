@@ -27,6 +27,7 @@ from moby.store.writer import Writer
 log = structlog.get_logger(__name__)
 
 ROLLUP_RECONCILE_S = 30.0
+REROLL_EVERY_S = 900.0
 
 
 class Engine:
@@ -49,7 +50,10 @@ class Engine:
             timeout_s=s.write_timeout_s,
         )
         self.bootstrap = Bootstrap(
-            self.influx, raw_retention=s.raw_retention, rollup_retention=s.rollup_retention
+            self.influx,
+            raw_retention=s.raw_retention,
+            rollup_retention=s.rollup_retention,
+            rollup_1h_retention=s.rollup_1h_retention,
         )
         self.self_metrics: SelfMetricsReporter | None = None
         self._bootstrapped = asyncio.Event()
@@ -87,6 +91,8 @@ class Engine:
         self.metrics.queue_bytes.set(self.queue.depth_bytes)
         self.committer.start()
         self._tasks.append(asyncio.create_task(self._bootstrap_loop(), name="influx-bootstrap"))
+        if s.rollup_reroll_hours:
+            self._tasks.append(asyncio.create_task(self._reroll_loop(), name="rollup-reroll"))
         self.writer.start()
         self.subscriber.start()
         if s.internal_metrics_interval_s > 0:
@@ -135,6 +141,19 @@ class Engine:
                     retry_in=round(delay, 2),
                 )
                 await asyncio.sleep(delay)
+
+    async def _reroll_loop(self) -> None:
+        """Every 15 minutes, roll up the recent hours again: late edge backfill reaches the rollups."""
+        hours = self.settings.rollup_reroll_hours
+        while True:
+            await asyncio.sleep(REROLL_EVERY_S)
+            if not self._bootstrapped.is_set():
+                continue
+            now_ms = int(time.time() * 1000)
+            try:
+                await self.bootstrap.backfill(now_ms - hours * 3_600_000, now_ms)
+            except (InfluxError, OSError) as exc:
+                log.warning("rollup re-roll failed", error=str(exc)[:200])
 
     async def influx_reachable(self) -> bool:
         """InfluxDB answered /ping within the last second, and the writer's last write did not fail."""

@@ -8,7 +8,16 @@ from typing import Any
 
 import pytest
 
-from moby.store.bootstrap import CQ_PREFIX, RAW, ROLLUP_1M, Bootstrap, rollup_select
+from moby.store.bootstrap import (
+    CQ_1H_PREFIX,
+    CQ_PREFIX,
+    RAW,
+    ROLLUP_1H,
+    ROLLUP_1M,
+    Bootstrap,
+    rollup_1h_select,
+    rollup_select,
+)
 from moby.store.influx import InfluxClient, series_rows
 from moby.store.influxd import Influxd
 
@@ -55,6 +64,7 @@ async def test_run_is_idempotent(client: InfluxClient) -> None:
     first = await policies(client)
     assert first[RAW] == ("720h0m0s", True)
     assert first[ROLLUP_1M] == ("8760h0m0s", False)
+    assert first[ROLLUP_1H] == ("43800h0m0s", False)  # 5 years
     await boot.run()
     await Bootstrap(client).run()  # a restarted backend
     assert await policies(client) == first
@@ -101,7 +111,7 @@ async def test_rollups(client: InfluxClient) -> None:
 
     assert await boot.reconcile_rollups() == 1
     cqs = await continuous_queries(client)
-    assert set(cqs) == {f"{CQ_PREFIX}vibration"}
+    assert set(cqs) == {f"{CQ_PREFIX}vibration", f"{CQ_1H_PREFIX}vibration"}
     query = cqs[f"{CQ_PREFIX}vibration"]
     # InfluxDB shows the query normalised (identifiers unquoted where it can).
     db = client.database
@@ -153,7 +163,7 @@ async def test_rollups(client: InfluxClient) -> None:
     # A restarted backend re-creates its queries once, without tripping over the existing ones.
     again = Bootstrap(client)
     await again.run()
-    assert set(await continuous_queries(client)) == {f"{CQ_PREFIX}vibration"}
+    assert set(await continuous_queries(client)) == {f"{CQ_PREFIX}vibration", f"{CQ_1H_PREFIX}vibration"}
     assert await again.reconcile_rollups() == 0
 
 
@@ -165,7 +175,9 @@ async def test_one_query_per_measurement(client: InfluxClient) -> None:
         f"vibration,sensor_id=s1 a=1.0,seq=1i {m0}\nnoise,sensor_id=s2 db=70.0,seq=1i {m0}".encode()
     )
     assert await boot.reconcile_rollups() == 2
-    assert set(await continuous_queries(client)) == {f"{CQ_PREFIX}vibration", f"{CQ_PREFIX}noise"}
+    assert set(await continuous_queries(client)) == {
+        f"{prefix}{m}" for prefix in (CQ_PREFIX, CQ_1H_PREFIX) for m in ("vibration", "noise")
+    }
 
 
 def test_rollup_select_keeps_names() -> None:
@@ -188,4 +200,42 @@ async def test_rollups_come_back_after_the_database_is_recreated(client: InfluxC
     await boot.run()
     await client.write(f"vibration,sensor_id=s1 a=1.0,seq=1i {m0}".encode())
     await boot.reconcile_rollups()
-    assert set(await continuous_queries(client)) == {f"{CQ_PREFIX}vibration"}
+    assert set(await continuous_queries(client)) == {f"{CQ_PREFIX}vibration", f"{CQ_1H_PREFIX}vibration"}
+
+
+async def test_hourly_rollup_from_the_minutes(client: InfluxClient) -> None:
+    """rollup_1h keeps the names: the mean of the minute means, the extremes of the extremes."""
+    boot = Bootstrap(client)
+    await boot.run()
+    h0 = minute_start(0) - minute_start(0) % 3_600_000 - 3 * 3_600_000  # three hours ago, whole hour
+    lines = [
+        f"vibration,factory_id=f1,sensor_id=s1 a={v},seq={i}i {h0 + i * MINUTE_MS + 5_000}"
+        for i, v in enumerate([1.0, 3.0, 5.0, 7.0])
+    ] + [
+        # minute 3 holds 7 and 0; then one point in the next hour
+        f"vibration,factory_id=f1,sensor_id=s1 a=0.0,seq=10i {h0 + 3 * MINUTE_MS + 30_000}",
+        f"vibration,factory_id=f1,sensor_id=s1 a=100.0,seq=99i {h0 + 3_600_000 + 5_000}",
+    ]
+    await client.write("\n".join(lines).encode())
+    assert await boot.reconcile_rollups() == 1
+    query = (await continuous_queries(client))[f"{CQ_1H_PREFIX}vibration"]
+    db = client.database
+    assert "RESAMPLE EVERY 5m FOR 2h" in query
+    assert f"INTO {db}.{ROLLUP_1H}.vibration FROM {db}.{ROLLUP_1M}.vibration GROUP BY time(1h), *" in query
+    for part in ("mean(a) AS a", "min(a_min) AS a_min", "max(a_max) AS a_max", "max(seq) AS seq"):
+        assert part in query
+
+    # Backfill is what a late edge flush needs: both rollups recomputed over whole hours.
+    assert await boot.backfill(h0 + 10 * MINUTE_MS, h0 + 3_600_000 + 1) == 2 * 1  # 2 h < a day: one chunk
+    minutes = await rows(client, ROLLUP_1M, "vibration")
+    assert [r["a"] for r in minutes] == [1.0, 3.0, 5.0, 3.5, 100.0]
+    hours = await rows(client, ROLLUP_1H, "vibration")
+    assert [(r["time"], r["a"], r["a_min"], r["a_max"], r["seq"]) for r in hours] == [
+        (h0, (1.0 + 3.0 + 5.0 + 3.5) / 4, 0.0, 7.0, 10),
+        (h0 + 3_600_000, 100.0, 100.0, 100.0, 99),
+    ]
+    assert rollup_1h_select("d", "m", ["x", "seq"], 0, 3_600_000) == (
+        'SELECT max("seq") AS "seq", mean("x") AS "x", min("x_min") AS "x_min", max("x_max") AS "x_max" '
+        'INTO "d"."rollup_1h"."m" FROM "d"."rollup_1m"."m" WHERE time >= 0ms AND time < 3600000ms '
+        "GROUP BY time(1h), *"
+    )

@@ -310,3 +310,31 @@ def test_the_backend_reports_its_own_metrics(demo: Demo) -> None:
     )
     assert len(status[0]["series"]) == len(FACTORIES) * len(TYPES)
     assert all(s["values"][0][1] == 1.0 for s in status[0]["series"])
+
+
+def _through_proxy(demo: Demo, q: str) -> dict[str, Any]:
+    """A query as Grafana's InfluxDB data source sends it to the MOBY proxy at /influx."""
+    params = urllib.parse.urlencode({"db": demo.backend.db, "q": q, "epoch": "ms"})
+    with urllib.request.urlopen(f"{demo.backend.api}/influx/query?{params}", timeout=30) as r:
+        return orjson.loads(r.read())["results"][0]  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("range_s", [15 * 60, HISTORY_S], ids=["last-15m", "last-3h"])
+def test_every_panel_query_returns_series_through_the_proxy(demo: Demo, range_s: int) -> None:
+    """As Grafana runs them: through /influx, "auto" left for the proxy to route."""
+    end_ms = int(time.time() * 1000)
+    start_ms = end_ms - range_s * 1000
+    failures: list[str] = []
+    checked = 0
+    for path in _dashboards(demo):
+        queries, variables = dashboard_queries(path)
+        values = _resolve_variables(demo, variables, end_ms)
+        for q in queries:
+            interval = grafana_interval(end_ms - start_ms, q.min_interval)
+            text = substitute(q.text, start_ms=start_ms, end_ms=end_ms, interval=interval, variables=values)
+            result = _through_proxy(demo, text)
+            checked += 1
+            if "error" in result or not result.get("series"):
+                failures.append(f"{q.where} [$__interval={interval}]: {text} → {result}")
+    assert checked >= 20
+    assert not failures, "\n".join(failures)

@@ -9,7 +9,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "moby"
 # The order of the data flow; ``schema`` (the contract) may be imported by every stage.
-STAGES = ["schema", "edge", "broker", "ingest", "store", "api", "dashboards"]
+STAGES = ["schema", "edge", "broker", "ingest", "store", "query", "api", "dashboards"]
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated
 
+import uvicorn
 from fastapi import FastAPI, HTTPException, Path, Query, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -25,13 +26,26 @@ from moby.api.models import (
     Sensor,
     SensorList,
 )
+from moby.api.readings import readings_query, shape_points
+from moby.api.server import BackgroundServer
 from moby.ingest.registry import SensorRecord
+from moby.query.proxy import proxy_from_settings
+from moby.query.routing import bucket_ms, choose, default_resolutions, retention_ms
 from moby.schema import ID_PATTERN
 from moby.service import Engine
-from moby.store.bootstrap import RAW
-from moby.store.influx import InfluxError, quote_ident, quote_string, series_rows
+from moby.store.influx import InfluxError, quote_ident, series_rows
 
 FIELD_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+
+READINGS_DOC = """
+The resolution follows the range and `max_points` (see docs/QUERY.md): the step a reader needs is
+`(end - start) / max_points` (without `max_points`: `/ 360`, so under 6 h reads `raw`, under 15 days
+`rollup_1m`, longer `rollup_1h`); the coarsest policy whose own step fits it is read, and a range older
+than a policy's retention (30 days for raw) moves to the next coarser one. Past `max_points` the
+points are averaged into equal buckets (`interval_ms`). Field names are the same at every
+resolution: a rollup's `x` is the mean over its bucket; `extremes=true` adds `x_min` and `x_max`.
+The answer's `resolution` names the retention policy read.
+"""
 
 DESCRIPTION = """
 The MOBY backend: it subscribes to the sensors' MQTT topics, validates every message against
@@ -41,9 +55,13 @@ batches. Rejected messages are kept, with the reason, in a bounded dead-letter s
 * `/healthz` — is the process alive; `/readyz` — are the broker and InfluxDB reachable
 * `/metrics` — Prometheus metrics (ingest rate, rejections by reason, queue depth, write latency, lag)
 * `/api/v1/sensors` — every sensor seen, with its metadata and online state
-* `/api/v1/sensors/{sensor_id}/readings` — a sensor's readings over a time range
+* `/api/v1/sensors/{sensor_id}/readings` — a sensor's readings over a time range, from `raw`,
+  `rollup_1m` or `rollup_1h` as the range and `max_points` call for (the answer says which)
 * `/api/v1/dlq` — the newest dead letters
 * `/` — a small built-in console: the fleet table and a live chart per sensor
+* `/influx/ping`, `/influx/query` — a read-only, caching InfluxQL proxy for Grafana's InfluxDB data
+  source (InfluxQL mode): `FROM "auto"."vibration"` reads the resolution that fits the panel
+  (see docs/QUERY.md); not shown below, it speaks InfluxDB's own API
 """
 
 
@@ -68,13 +86,41 @@ def _sensor(record: SensorRecord, now_ms: int) -> Sensor:
 
 
 def create_app(engine: Engine, *, manage_engine: bool = True) -> FastAPI:
+    settings = engine.settings
+    proxy = proxy_from_settings(settings, engine.metrics)
+    resolutions = default_resolutions(
+        retention_ms(settings.raw_retention),
+        retention_ms(settings.rollup_retention),
+        retention_ms(settings.rollup_1h_retention),
+    )
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if manage_engine:
             await engine.start()
+        own_port: BackgroundServer | None = None
+        serving: asyncio.Task[None] | None = None
+        if settings.proxy_port:
+            # InfluxDB's own paths (/ping, /query) on a port of their own, for clients such as
+            # the influx CLI that cannot take a path prefix.
+            own_port = BackgroundServer(
+                uvicorn.Config(
+                    proxy.app(),
+                    host=settings.proxy_host,
+                    port=settings.proxy_port,
+                    log_level="warning",
+                    access_log=False,
+                    lifespan="off",
+                )
+            )
+            serving = asyncio.create_task(own_port.serve(), name="influx-proxy")
         try:
             yield
         finally:
+            if own_port is not None and serving is not None:
+                own_port.should_exit = True
+                await serving
+            await proxy.upstream.close()
             if manage_engine:
                 await engine.stop()
 
@@ -149,7 +195,8 @@ def create_app(engine: Engine, *, manage_engine: bool = True) -> FastAPI:
         "/api/v1/sensors/{sensor_id}/readings",
         response_model=Readings,
         tags=["sensors"],
-        summary="A sensor's readings over a time range",
+        summary="A sensor's readings over a time range, at the resolution the range calls for",
+        description=READINGS_DOC,
     )
     async def readings(
         sensor_id: Annotated[str, Path(pattern=ID_PATTERN)],
@@ -160,6 +207,22 @@ def create_app(engine: Engine, *, manage_engine: bool = True) -> FastAPI:
             list[str] | None,
             Query(description="value names; default: all (repeat or comma-separate)"),
         ] = None,
+        max_points: Annotated[
+            int | None,
+            Query(
+                ge=1,
+                le=100_000,
+                description="at most this many points per field: picks the "
+                "resolution and, past it, averages into equal time buckets",
+            ),
+        ] = None,
+        resolution: Annotated[
+            str,
+            Query(pattern=r"^(auto|raw|rollup_1m|rollup_1h)$", description="`auto` (default) or a policy"),
+        ] = "auto",
+        extremes: Annotated[
+            bool, Query(description="add `<field>_min` / `<field>_max` (equal to the value in raw)")
+        ] = False,
         limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
     ) -> Readings:
         record = _find(sensor_id, factory_id)
@@ -175,38 +238,41 @@ def create_app(engine: Engine, *, manage_engine: bool = True) -> FastAPI:
         for name in names:
             if not re.match(FIELD_PATTERN, name):
                 raise HTTPException(422, f"bad field name {name!r}")
-        select = ", ".join(quote_ident(n) for n in names) if names else "*"
-        db = engine.settings.influx_db
-        q = (
-            f"SELECT {select} FROM {quote_ident(db)}.{quote_ident(RAW)}.{quote_ident(record.sensor_type)} "
-            f"WHERE factory_id = {quote_string(record.factory_id)} "
-            f"AND sensor_id = {quote_string(record.sensor_id)} "
-            f"AND time >= {int(start_dt.timestamp() * 1000)}ms "
-            f"AND time <= {int(end_dt.timestamp() * 1000)}ms "
-            f"ORDER BY time ASC LIMIT {limit}"
-        )
+        start_ms, end_ms = int(start_dt.timestamp() * 1000), int(end_dt.timestamp() * 1000)
+        now_ms = time.time() * 1000
+        if resolution == "auto":
+            level = choose(start_ms, end_ms, now_ms, max_points=max_points, resolutions=resolutions)
+        else:
+            level = next(r for r in resolutions if r.policy == resolution)
+        step = bucket_ms(start_ms, end_ms, max_points, level)
         try:
+            if not names:  # every numeric value the sensor sends (the rollups hold only those)
+                names = await _value_names(record.sensor_type)
+            q = readings_query(
+                settings.influx_db, level.policy, record, names, start_ms, end_ms, step, extremes, limit
+            )
             results = await engine.influx.query(q, epoch="ms")
         except InfluxError as exc:
             raise HTTPException(502, f"InfluxDB: {exc}") from exc
-        tag_keys = {"factory_id", "sensor_id", "line_id", "machine_id", "_measurement"}
-        points = []
-        seen_fields: list[str] = []
-        for row in series_rows(results[0]):
-            point = {k: v for k, v in row.items() if k not in tag_keys and v is not None}
-            point["time"] = _iso(point["time"])
-            for k in point:
-                if k != "time" and k not in seen_fields:
-                    seen_fields.append(k)
-            points.append(point)
+        points = shape_points(results[0], names, extremes, level.policy == "raw" and step is None, _iso)
         return Readings(
             factory_id=record.factory_id,
             sensor_id=record.sensor_id,
             measurement=record.sensor_type,
-            resolution=RAW,
-            fields=names or sorted(seen_fields),
+            resolution=level.policy,
+            policy=level.policy,
+            interval_ms=step or (level.step_ms or None),
+            fields=names + [f"{n}_{agg}" for n in names if n != "seq" for agg in ("min", "max") if extremes],
             points=points,
         )
+
+    async def _value_names(measurement: str) -> list[str]:
+        results = await engine.influx.query(f'SHOW FIELD KEYS FROM "raw".{quote_ident(measurement)}')
+        return sorted(
+            row["fieldKey"] for row in series_rows(results[0]) if row["fieldType"] in ("float", "integer")
+        )
+
+    app.mount("/influx", proxy.app())
 
     @app.get(
         "/api/v1/dlq",

@@ -47,8 +47,16 @@ class Readings(BaseModel):
     factory_id: str
     sensor_id: str
     measurement: str
-    resolution: str = Field(description="the retention policy read: raw or rollup_1m", examples=["raw"])
-    fields: list[str]
+    resolution: str = Field(
+        description="the resolution read, named by its retention policy: raw, rollup_1m or rollup_1h",
+        examples=["raw"],
+    )
+    policy: str = Field(description="the InfluxDB retention policy read (the same as resolution)")
+    interval_ms: int | None = Field(
+        description="the time between points: the averaging bucket when max_points asked for one, "
+        "else the policy's own step (60000 for rollup_1m); null for raw as stored"
+    )
+    fields: list[str] = Field(description="the value names in the points, the same at every resolution")
     points: list[dict[str, Any]] = Field(description="time (RFC 3339) and one key per field")
 
 

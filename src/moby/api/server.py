@@ -24,3 +24,11 @@ class GracefulServer(uvicorn.Server):
         finally:
             for sig, handler in originals.items():
                 signal.signal(sig, handler)
+
+
+class BackgroundServer(uvicorn.Server):
+    """A second server in the same process (the proxy's own port): the main one owns the signals."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield

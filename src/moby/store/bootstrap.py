@@ -1,10 +1,13 @@
-"""Idempotent InfluxDB set-up: database, retention policies and the 1-minute rollups.
+"""Idempotent InfluxDB set-up: database, retention policies and the 1-minute and 1-hour rollups.
 
 * ``raw`` (default 30 days, DEFAULT): every reading as written.
 * ``rollup_1m`` (default 365 days): one point per series and minute, written by a continuous
   query per measurement that keeps the field names — ``mean(x) AS x`` — so a query reads the
   same fields at either resolution; ``x_min`` / ``x_max`` carry the extremes and ``seq`` the
   last sequence number of the minute.
+* ``rollup_1h`` (default 5 years): one point per series and hour, rolled up from ``rollup_1m`` by
+  a second continuous query with the same names: ``mean(x) AS x`` (the mean of the minute means,
+  each minute weighted alike), ``min(x_min) AS x_min``, ``max(x_max) AS x_max``, ``max(seq)``.
 
 Fields appear as sensors send them, so the continuous queries cannot be written once at start:
 :meth:`Bootstrap.reconcile_rollups` compares each measurement's float fields with its
@@ -13,7 +16,9 @@ continuous queries). The backend runs it at start and every ``interval`` seconds
 
 Continuous queries only see data that arrives in time: ``RESAMPLE FOR 5m`` recomputes the last
 five minutes on every run so that points arriving a little late (writer retries, brief edge
-outages) are rolled up; older backfill is not (see docs/ARCHITECTURE.md).
+outages) are rolled up. Older backfill (an edge device flushing hours of buffer) is rolled up
+by :meth:`Bootstrap.backfill`: ``moby rollup backfill`` runs it by hand, and the backend re-rolls
+the last ``MOBY_ROLLUP_REROLL_HOURS`` periodically (see docs/QUERY.md).
 """
 
 from __future__ import annotations
@@ -30,8 +35,16 @@ log = structlog.get_logger(__name__)
 
 RAW: Final = "raw"
 ROLLUP_1M: Final = "rollup_1m"
+ROLLUP_1H: Final = "rollup_1h"
 CQ_PREFIX: Final = "moby_rollup_1m_"
+CQ_1H_PREFIX: Final = "moby_rollup_1h_"
 RESAMPLE_FOR: Final = "5m"
+# The hourly query runs every 5 minutes over the last 2 hours, so the open hour is visible (and
+# corrected) while it fills, and the previous hour is finished with the minutes that closed late.
+RESAMPLE_1H: Final = "RESAMPLE EVERY 5m FOR 2h"
+MINUTE_MS: Final = 60_000
+HOUR_MS: Final = 3_600_000
+DAY_MS: Final = 86_400_000
 _NUMERIC: Final = frozenset({"float", "integer"})
 _DURATION: Final = re.compile(r"^(?:\d+[smhdw])+$|^INF$")
 
@@ -54,7 +67,15 @@ def _duration_to_influx(duration: str) -> str:
     return f"{h}h{m}m{s}s"
 
 
-def rollup_select(database: str, measurement: str, fields: list[str]) -> str:
+def _where(start_ms: int | None, end_ms: int | None) -> str:
+    if start_ms is None or end_ms is None:
+        return ""
+    return f" WHERE time >= {start_ms}ms AND time < {end_ms}ms"
+
+
+def rollup_select(
+    database: str, measurement: str, fields: list[str], start_ms: int | None = None, end_ms: int | None = None
+) -> str:
     """The SELECT of a measurement's 1-minute rollup (shared with tests and the query layer)."""
     taken = set(fields)
     parts: list[str] = []
@@ -70,20 +91,53 @@ def rollup_select(database: str, measurement: str, fields: list[str]) -> str:
                 parts.append(f"{agg}({q}) AS {quote_ident(alias)}")
     target = f"{quote_ident(database)}.{quote_ident(ROLLUP_1M)}.{quote_ident(measurement)}"
     source = f"{quote_ident(database)}.{quote_ident(RAW)}.{quote_ident(measurement)}"
-    return f"SELECT {', '.join(parts)} INTO {target} FROM {source} GROUP BY time(1m), *"
+    where = _where(start_ms, end_ms)
+    return f"SELECT {', '.join(parts)} INTO {target} FROM {source}{where} GROUP BY time(1m), *"
+
+
+def rollup_1h_select(
+    database: str, measurement: str, fields: list[str], start_ms: int | None = None, end_ms: int | None = None
+) -> str:
+    """The SELECT of the 1-hour rollup, read from ``rollup_1m``: the same names, extremes of extremes.
+
+    ``fields`` are the raw fields (as for :func:`rollup_select`), so both rollups agree on which
+    ``_min``/``_max`` aliases exist.
+    """
+    taken = set(fields)
+    parts: list[str] = []
+    for field in sorted(fields):
+        if field == "seq":
+            parts.append('max("seq") AS "seq"')
+            continue
+        q = quote_ident(field)
+        parts.append(f"mean({q}) AS {q}")
+        for agg in ("min", "max"):
+            alias = f"{field}_{agg}"
+            if alias not in taken:
+                parts.append(f"{agg}({quote_ident(alias)}) AS {quote_ident(alias)}")
+    target = f"{quote_ident(database)}.{quote_ident(ROLLUP_1H)}.{quote_ident(measurement)}"
+    source = f"{quote_ident(database)}.{quote_ident(ROLLUP_1M)}.{quote_ident(measurement)}"
+    where = _where(start_ms, end_ms)
+    return f"SELECT {', '.join(parts)} INTO {target} FROM {source}{where} GROUP BY time(1h), *"
 
 
 class Bootstrap:
     def __init__(
-        self, client: InfluxClient, *, raw_retention: str = "30d", rollup_retention: str = "365d"
+        self,
+        client: InfluxClient,
+        *,
+        raw_retention: str = "30d",
+        rollup_retention: str = "365d",
+        rollup_1h_retention: str = "1825d",
     ) -> None:
-        for value in (raw_retention, rollup_retention):
+        for value in (raw_retention, rollup_retention, rollup_1h_retention):
             if not _DURATION.match(value):
                 raise ValueError(f"bad retention duration {value!r}")
         self.client = client
         self.policies = (
             RetentionPolicy(RAW, raw_retention, default=True),
             RetentionPolicy(ROLLUP_1M, rollup_retention),
+            RetentionPolicy(ROLLUP_1H, rollup_1h_retention),
         )
         self._cq_fields: dict[str, frozenset[str]] = {}
 
@@ -123,29 +177,61 @@ class Bootstrap:
             for row in (dict(zip(series["columns"], v, strict=True)) for v in series.get("values", []))
         }
 
-    async def reconcile_rollups(self) -> int:
-        """(Re)create continuous queries so every numeric raw field is rolled up; returns changes."""
+    async def _numeric_fields(self) -> dict[str, set[str]]:
         results = await self.client.query(f"SHOW FIELD KEYS FROM {quote_ident(RAW)}./.*/")
         fields: dict[str, set[str]] = {}
         for row in series_rows(results[0]):
             if row["fieldType"] in _NUMERIC:
                 fields.setdefault(row["_measurement"], set()).add(row["fieldKey"])
+        return fields
+
+    async def reconcile_rollups(self) -> int:
+        """(Re)create continuous queries so every numeric raw field is rolled up; returns the
+        number of measurements whose queries changed."""
+        fields = await self._numeric_fields()
         # At start nothing is known and every rollup query is re-created once: cheap, and it
         # repairs queries edited by hand or left by an older version.
         existing = await self._existing_cqs() if not self._cq_fields else {}
+        db = quote_ident(self.db)
         changed = 0
         for measurement, names in sorted(fields.items()):
             if self._cq_fields.get(measurement) == frozenset(names):
                 continue
-            name = quote_ident(CQ_PREFIX + measurement)
-            select = rollup_select(self.db, measurement, sorted(names))
-            if measurement in self._cq_fields or CQ_PREFIX + measurement in existing:
-                await self.client.execute(f"DROP CONTINUOUS QUERY {name} ON {quote_ident(self.db)}")
-            await self.client.execute(
-                f"CREATE CONTINUOUS QUERY {name} ON {quote_ident(self.db)} "
-                f"RESAMPLE EVERY 1m FOR {RESAMPLE_FOR} BEGIN {select} END"
+            queries = (
+                (CQ_PREFIX, f"RESAMPLE EVERY 1m FOR {RESAMPLE_FOR}", rollup_select),
+                (CQ_1H_PREFIX, RESAMPLE_1H, rollup_1h_select),
             )
+            for prefix, resample, select in queries:
+                name = quote_ident(prefix + measurement)
+                if measurement in self._cq_fields or prefix + measurement in existing:
+                    await self.client.execute(f"DROP CONTINUOUS QUERY {name} ON {db}")
+                body = select(self.db, measurement, sorted(names))
+                await self.client.execute(
+                    f"CREATE CONTINUOUS QUERY {name} ON {db} {resample} BEGIN {body} END"
+                )
             self._cq_fields[measurement] = frozenset(names)
             changed += 1
-            log.info("rollup continuous query set", measurement=measurement, fields=len(names))
+            log.info("rollup continuous queries set", measurement=measurement, fields=len(names))
         return changed
+
+    async def backfill(self, start_ms: int, end_ms: int) -> int:
+        """Recompute both rollups over [start, end) from raw, e.g. after an edge device flushed
+        hours of buffered readings that the continuous queries' resample window no longer covers.
+
+        The range is widened to whole hours and worked through a day at a time to bound the
+        memory InfluxDB needs; rewriting a rollup point is idempotent. Returns the statements run.
+        """
+        start = start_ms - start_ms % HOUR_MS
+        end = end_ms + (-end_ms) % HOUR_MS
+        fields = await self._numeric_fields()
+        statements = 0
+        for measurement, names in sorted(fields.items()):
+            t = start
+            while t < end:
+                stop = min(t + DAY_MS, end)
+                await self.client.execute(rollup_select(self.db, measurement, sorted(names), t, stop))
+                await self.client.execute(rollup_1h_select(self.db, measurement, sorted(names), t, stop))
+                statements += 2
+                t = stop
+        log.info("rollups backfilled", start_ms=start, end_ms=end, statements=statements)
+        return statements

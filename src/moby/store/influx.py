@@ -51,12 +51,14 @@ class InfluxClient:
         username: str | None = None,
         password: str | None = None,
         timeout_s: float = 15.0,
+        connections: int = 32,
     ) -> None:
         self.url = url.rstrip("/")
         self.database = database
         self._auth = aiohttp.BasicAuth(username, password or "") if username else None
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
+        self._connections = connections
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -64,7 +66,7 @@ class InfluxClient:
             self._session = aiohttp.ClientSession(
                 auth=self._auth,
                 timeout=self._timeout,
-                connector=aiohttp.TCPConnector(limit=32, enable_cleanup_closed=True),
+                connector=aiohttp.TCPConnector(limit=self._connections, enable_cleanup_closed=True),
                 json_serialize=lambda o: orjson.dumps(o).decode(),
             )
         return self._session
@@ -118,6 +120,28 @@ class InfluxClient:
                     raise DatabaseNotFound(error, status)
                 raise InfluxError(error, status)
         return results
+
+    async def forward(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        data: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
+        """One request as it is (for the query proxy): status, headers and the whole body.
+
+        Sent with this client's own credentials; connection trouble raises :class:`RetryableError`.
+        """
+        try:
+            async with self.session.request(
+                method, f"{self.url}{path}", params=params, data=data, headers=headers
+            ) as r:
+                body = await r.read()
+                return r.status, dict(r.headers), body
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise RetryableError(f"{type(exc).__name__}: {exc}") from exc
 
     async def execute(self, q: str, *, database: str | None = None) -> list[dict[str, Any]]:
         """Statements that change the database go by POST (InfluxDB 1.x refuses them on GET)."""
