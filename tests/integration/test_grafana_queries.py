@@ -221,7 +221,11 @@ def _resolve_variables(demo: Demo, variables: list[tuple[str, str]], end_ms: int
 def _check(demo: Demo, q: Query, variables: dict[str, list[str]], start_ms: int, end_ms: int) -> list[str]:
     """Failures (empty list when the query returned series at every policy)."""
     failures = []
-    for policy in demo.policies if '"auto".' in q.text else [None]:
+    # rollup_1h is what the proxy reads for ranges of days; it never routes these windows (15 min,
+    # 3 h) there, and an hourly bucket of the demo's minutes of self-metrics is not a series to
+    # test. What the proxy does pick is tested by ..._through_the_proxy below.
+    policies = [p for p in demo.policies if p != ROLLUP_1H or end_ms - start_ms >= 2 * 86_400_000]
+    for policy in policies if '"auto".' in q.text else [None]:
         # The proxy reads a rollup only for GROUP BY intervals at least as long as its
         # resolution, so that is the finest interval a rollup is ever asked for.
         floor = RESOLUTION.get(policy or "")
@@ -271,7 +275,7 @@ def test_a_single_factory_and_sensor_selection_narrows_the_data(demo: Demo) -> N
         interval="10s",
         variables={"factory_id": [FACTORIES[1]], "sensor_id": ["vib-b0"]},
     )
-    for policy in demo.policies:
+    for policy in [p for p in demo.policies if p != ROLLUP_1H]:  # a 15-minute window: not hourly data
         series = demo.query(text.replace('"auto".', f'"{policy}".'))[0]["series"]
         assert [s["tags"]["sensor_id"] for s in series] == ["vib-b0"], policy
 

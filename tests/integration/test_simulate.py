@@ -16,7 +16,7 @@ import pytest
 
 from moby.edge.buffer import EdgeBuffer, sensor_key
 from moby.edge.faults import MALFORMED_KINDS, OUT_OF_RANGE_VALUE, Fault, FaultPlan, assign
-from moby.edge.fleet import sensor_id
+from moby.edge.fleet import SENSOR_TYPES, sensor_id
 from moby.edge.simulate import buffer_path
 from moby.procs import ManagedProcess
 from tests.support import influx_query, wait_until
@@ -59,7 +59,11 @@ def taken(tmp_path: Path, factory: str, sensors: int) -> tuple[dict[str, int], i
 
 def points(influx_url: str, db: str, factory: str, sensor: str) -> list[dict[str, Any]]:
     res = influx_query(
-        influx_url, f"SELECT * FROM /.*/ WHERE factory_id = '{factory}' AND sensor_id = '{sensor}'", db
+        influx_url,
+        # the sensors' own measurements: the backend also writes moby_sensor_status per sensor
+        f"SELECT * FROM /^({'|'.join(SENSOR_TYPES)})$/ "
+        f"WHERE factory_id = '{factory}' AND sensor_id = '{sensor}'",
+        db,
     )
     out = []
     for series in res[0].get("series", []):
