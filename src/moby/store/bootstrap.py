@@ -77,6 +77,31 @@ def rollup_select(
     database: str, measurement: str, fields: list[str], start_ms: int | None = None, end_ms: int | None = None
 ) -> str:
     """The SELECT of a measurement's 1-minute rollup (shared with tests and the query layer)."""
+    return _rollup(database, measurement, fields, (RAW, ROLLUP_1M, "1m"), start_ms, end_ms)
+
+
+def rollup_1h_select(
+    database: str, measurement: str, fields: list[str], start_ms: int | None = None, end_ms: int | None = None
+) -> str:
+    """The SELECT of the 1-hour rollup, read from ``rollup_1m``: the same names, extremes of extremes.
+
+    ``fields`` are the raw fields (as for :func:`rollup_select`), so both rollups agree on which
+    ``_min``/``_max`` aliases exist.
+    """
+    return _rollup(database, measurement, fields, (ROLLUP_1M, ROLLUP_1H, "1h"), start_ms, end_ms)
+
+
+def _rollup(
+    database: str,
+    measurement: str,
+    fields: list[str],
+    step: tuple[str, str, str],
+    start_ms: int | None,
+    end_ms: int | None,
+) -> str:
+    """``SELECT mean(x) AS x, min(..) AS x_min, max(..) AS x_max, max(seq) AS seq INTO target``:
+    from raw the extremes are of ``x`` itself; from a rollup, of its ``x_min``/``x_max``."""
+    source_rp, target_rp, interval = step
     taken = set(fields)
     parts: list[str] = []
     for field in sorted(fields):
@@ -88,37 +113,12 @@ def rollup_select(
         for agg in ("min", "max"):
             alias = f"{field}_{agg}"
             if alias not in taken:  # a sensor's own value named like an alias wins
-                parts.append(f"{agg}({q}) AS {quote_ident(alias)}")
-    target = f"{quote_ident(database)}.{quote_ident(ROLLUP_1M)}.{quote_ident(measurement)}"
-    source = f"{quote_ident(database)}.{quote_ident(RAW)}.{quote_ident(measurement)}"
+                of = q if source_rp == RAW else quote_ident(alias)
+                parts.append(f"{agg}({of}) AS {quote_ident(alias)}")
+    target = f"{quote_ident(database)}.{quote_ident(target_rp)}.{quote_ident(measurement)}"
+    source = f"{quote_ident(database)}.{quote_ident(source_rp)}.{quote_ident(measurement)}"
     where = _where(start_ms, end_ms)
-    return f"SELECT {', '.join(parts)} INTO {target} FROM {source}{where} GROUP BY time(1m), *"
-
-
-def rollup_1h_select(
-    database: str, measurement: str, fields: list[str], start_ms: int | None = None, end_ms: int | None = None
-) -> str:
-    """The SELECT of the 1-hour rollup, read from ``rollup_1m``: the same names, extremes of extremes.
-
-    ``fields`` are the raw fields (as for :func:`rollup_select`), so both rollups agree on which
-    ``_min``/``_max`` aliases exist.
-    """
-    taken = set(fields)
-    parts: list[str] = []
-    for field in sorted(fields):
-        if field == "seq":
-            parts.append('max("seq") AS "seq"')
-            continue
-        q = quote_ident(field)
-        parts.append(f"mean({q}) AS {q}")
-        for agg in ("min", "max"):
-            alias = f"{field}_{agg}"
-            if alias not in taken:
-                parts.append(f"{agg}({quote_ident(alias)}) AS {quote_ident(alias)}")
-    target = f"{quote_ident(database)}.{quote_ident(ROLLUP_1H)}.{quote_ident(measurement)}"
-    source = f"{quote_ident(database)}.{quote_ident(ROLLUP_1M)}.{quote_ident(measurement)}"
-    where = _where(start_ms, end_ms)
-    return f"SELECT {', '.join(parts)} INTO {target} FROM {source}{where} GROUP BY time(1h), *"
+    return f"SELECT {', '.join(parts)} INTO {target} FROM {source}{where} GROUP BY time({interval}), *"
 
 
 class Bootstrap:
