@@ -246,18 +246,24 @@ def _dashboards(demo: Demo) -> list[Path]:
     return paths
 
 
+def _panel_queries(demo: Demo, end_ms: int) -> Iterator[tuple[Query, dict[str, list[str]]]]:
+    """Every panel query of every dashboard, with its dashboard's variables resolved ("All")."""
+    for path in _dashboards(demo):
+        queries, variables = dashboard_queries(path)
+        values = _resolve_variables(demo, variables, end_ms)
+        for q in queries:
+            yield q, values
+
+
 @pytest.mark.parametrize("range_s", [15 * 60, HISTORY_S], ids=["last-15m", "last-3h"])
 def test_every_panel_query_returns_series(demo: Demo, range_s: int) -> None:
     end_ms = int(time.time() * 1000)
     start_ms = end_ms - range_s * 1000
     failures: list[str] = []
     checked = 0
-    for path in _dashboards(demo):
-        queries, variables = dashboard_queries(path)
-        values = _resolve_variables(demo, variables, end_ms)
-        for q in queries:
-            failures += _check(demo, q, values, start_ms, end_ms)
-            checked += 1
+    for q, values in _panel_queries(demo, end_ms):
+        failures += _check(demo, q, values, start_ms, end_ms)
+        checked += 1
     assert checked >= 20
     assert not failures, "\n".join(failures)
 
@@ -330,15 +336,12 @@ def test_every_panel_query_returns_series_through_the_proxy(demo: Demo, range_s:
     start_ms = end_ms - range_s * 1000
     failures: list[str] = []
     checked = 0
-    for path in _dashboards(demo):
-        queries, variables = dashboard_queries(path)
-        values = _resolve_variables(demo, variables, end_ms)
-        for q in queries:
-            interval = grafana_interval(end_ms - start_ms, q.min_interval)
-            text = substitute(q.text, start_ms=start_ms, end_ms=end_ms, interval=interval, variables=values)
-            result = _through_proxy(demo, text)
-            checked += 1
-            if "error" in result or not result.get("series"):
-                failures.append(f"{q.where} [$__interval={interval}]: {text} → {result}")
+    for q, values in _panel_queries(demo, end_ms):
+        interval = grafana_interval(end_ms - start_ms, q.min_interval)
+        text = substitute(q.text, start_ms=start_ms, end_ms=end_ms, interval=interval, variables=values)
+        result = _through_proxy(demo, text)
+        checked += 1
+        if "error" in result or not result.get("series"):
+            failures.append(f"{q.where} [$__interval={interval}]: {text} → {result}")
     assert checked >= 20
     assert not failures, "\n".join(failures)
