@@ -359,7 +359,7 @@ class InfluxProxy:
         step = int(shape.interval_ms)
         bounds = [(shape.lower, "@lower")] + ([(shape.upper, "@upper")] if shape.upper else [])
         template = _with_bounds(statement, replace, bounds)
-        settle = max((SETTLE_MS.get(p, SETTLE_MS["rollup_1m"]) for p in read), default=SETTLE_MS["rollup_1m"])
+        settle = _settle_ms(read)
         return DeltaPart(
             template=orjson.dumps([template, extra]).decode(),
             interval_ms=step,
@@ -381,7 +381,7 @@ class InfluxProxy:
     ) -> float:
         if influxql.significant(statement)[0].is_kw("SHOW"):
             return self.config.meta_ttl_s
-        settle = max((SETTLE_MS.get(p, SETTLE_MS["rollup_1m"]) for p in read), default=SETTLE_MS["rollup_1m"])
+        settle = _settle_ms(read)
         if upper >= now - settle:
             return self.config.recent_ttl_s
         return self.config.ttl_s
@@ -457,3 +457,8 @@ def proxy_from_settings(settings: Settings, metrics: Metrics) -> InfluxProxy:
         ),
     )
     return InfluxProxy(upstream, metrics, config)
+
+
+def _settle_ms(policies: list[str]) -> int:
+    """How long the newest bucket of the slowest policy read may still change."""
+    return max((SETTLE_MS.get(p, SETTLE_MS["rollup_1m"]) for p in policies), default=SETTLE_MS["rollup_1m"])
