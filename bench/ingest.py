@@ -12,7 +12,7 @@ child process, then runs:
    the backend started: how fast one backend empties a backlog.
 4. batch: 10,000 100-reading messages (readings/s), against the InfluxDB ceiling measured in
    the same run (the better of two runs): the same points, pre-encoded, POSTed straight to
-   /write (5,000-point batches, 2 at a time — what the backend's writer does).
+   /write (5,000-point batches, 4 at a time — what the backend's writer does).
 5. latency: a steady 10,000 msgs/s for 20 s; publish-to-stored latency per message, from the
    time each message was written to the publisher to the first poll of InfluxDB (every 25 ms)
    that shows its seq stored.
@@ -42,10 +42,13 @@ from typing import Any
 import orjson
 
 from moby.broker.mosquitto import Mosquitto
+from moby.config import Settings
 from moby.procs import ManagedProcess, free_port, http_ready
 from moby.store.influxd import Influxd
 
 SENSORS = 20
+# as many POSTs in flight for the InfluxDB ceiling as the backend's writer keeps (MOBY_WRITE_CONCURRENCY)
+WRITER_CONCURRENCY = Settings.model_fields["write_concurrency"].default
 
 
 def telemetry(seq: int, ts: int, readings: int = 1) -> bytes:
@@ -328,7 +331,7 @@ class Bench:
 
     def influx_ceiling(self, db: str, total: int) -> tuple[float, float]:
         """InfluxDB alone: ``total`` points like the pipeline's, pre-encoded, POSTed straight to
-        /write in 5,000-point batches, 2 at a time (what the writer does); (points/s, CPU s)."""
+        /write in 5,000-point batches, 4 at a time (what the writer does); (points/s, CPU s)."""
         now = int(time.time() * 1000) - total - 60_000
         body_lines = [
             f"vibration,factory_id=ceil,sensor_id=s{i % SENSORS} rms_velocity={1.0 + i % 7!r},"
@@ -356,7 +359,7 @@ class Bench:
                 )
                 urllib.request.urlopen(req, timeout=60).close()
 
-        threads = [threading.Thread(target=post_all) for _ in range(2)]
+        threads = [threading.Thread(target=post_all) for _ in range(WRITER_CONCURRENCY)]
         for t in threads:
             t.start()
         for t in threads:

@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     batch_max_points: Annotated[int, Field(ge=1)] = 5000
     batch_min_points: Annotated[int, Field(ge=1)] = 1000
     batch_linger_s: Annotated[float, Field(ge=0)] = 1.0
-    write_concurrency: Annotated[int, Field(ge=1, le=16)] = 2
+    write_concurrency: Annotated[int, Field(ge=1, le=16)] = 4
     write_timeout_s: float = 15.0
     retry_initial_s: float = 0.2
     retry_max_s: float = 30.0

@@ -3,7 +3,7 @@
 * A batch is cut when a write slot is free and ``batch_min_points`` are waiting (so under
   steady load points do not sit out the linger: at 10,000 points/s, 1,000 wait 0.1 s), or when
   the oldest unsent row has waited ``batch_linger_s``; it holds up to ``batch_max_points``, and
-  up to ``write_concurrency`` batches are in flight at once. Under heavy load both slots are
+  up to ``write_concurrency`` batches are in flight at once. Under heavy load the slots are
   busy, so batches grow to the maximum by themselves.
 * Connection errors, timeouts, 5xx and 429 are retried with exponential backoff and jitter,
   for ever: data is never dropped because the database is away.
@@ -56,7 +56,7 @@ class Writer:
         batch_max_points: int = 5000,
         batch_min_points: int = 1000,
         batch_linger_s: float = 1.0,
-        concurrency: int = 2,
+        concurrency: int = 4,
         retry_initial_s: float = 0.2,
         retry_max_s: float = 30.0,
         on_missing_database: Callable[[], Awaitable[None]] | None = None,
