@@ -359,13 +359,12 @@ class InfluxProxy:
         step = int(shape.interval_ms)
         bounds = [(shape.lower, "@lower")] + ([(shape.upper, "@upper")] if shape.upper else [])
         template = _with_bounds(statement, replace, bounds)
-        settle = _settle_ms(read)
         return DeltaPart(
             template=orjson.dumps([template, extra]).decode(),
             interval_ms=step,
             first_bucket_ms=int(lower // step * step),
             span_ms=upper - lower,
-            settle_ms=settle,
+            settle_ms=_settle_ms(read),
             statement=statement,
             replace=replace,
             lower=shape.lower,
@@ -381,8 +380,7 @@ class InfluxProxy:
     ) -> float:
         if influxql.significant(statement)[0].is_kw("SHOW"):
             return self.config.meta_ttl_s
-        settle = _settle_ms(read)
-        if upper >= now - settle:
+        if upper >= now - _settle_ms(read):
             return self.config.recent_ttl_s
         return self.config.ttl_s
 
