@@ -62,7 +62,7 @@ def serve() -> None:
     try:
         api = create_app(Engine(settings))
     except AccessConfigError as exc:
-        console.print(f"[red]{exc}", highlight=False)
+        console.print(str(exc), style="red", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     config = uvicorn.Config(
         api,
@@ -102,7 +102,7 @@ def proxy(
         access = AccessPolicy.from_settings(settings, [settings.proxy_host])
         hosts = AllowedHosts.build(settings.api_allowed_hosts, [settings.proxy_host])
     except AccessConfigError as exc:
-        console.print(f"[red]{exc}", highlight=False)
+        console.print(str(exc), style="red", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     access.startup_report()
     server = proxy_from_settings(settings, Metrics(), access=access)

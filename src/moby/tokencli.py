@@ -32,13 +32,13 @@ def _store() -> TokenStore:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "configuration"
-        err.print(f"[red]MOBY_{where.upper()}: {first['msg']}")
+        err.print(f"MOBY_{where.upper()}: {first['msg']}", style="red", markup=False, soft_wrap=True)
         raise typer.Exit(2) from None
     return TokenStore(store_path(settings.data_dir, settings.api_tokens_file))
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]{message}", highlight=False)
+    err.print(message, style="red", markup=False, highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -64,6 +64,8 @@ def create(
         f"created {record.role.label} token {record.id} ({record.name}) in {store.path}: "
         "it is shown only this once; revoke it with `moby token revoke " + record.id + "`",
         highlight=False,
+        markup=False,
+        soft_wrap=True,
     )
 
 
@@ -80,7 +82,9 @@ def list_tokens() -> None:
         table.add_row(r.id, r.name, r.role.label, r.created, r.revoked or "")
     Console().print(table)
     if not records:
-        err.print(f"no tokens in {store.path}; create one with `moby token create --role viewer`")
+        err.print(
+            f"no tokens in {store.path}; create one with `moby token create --role viewer`", soft_wrap=True
+        )
 
 
 @token_app.command("revoke")
@@ -95,4 +99,6 @@ def revoke(
         raise _fail(f"no token with id {token_id!r} in {store.path} (`moby token list` shows them)") from None
     except (TokenStoreError, OSError) as exc:
         raise _fail(f"cannot revoke in {store.path}: {exc}") from None
-    err.print(f"token {record.id} ({record.name}, {record.role.label}) revoked at {record.revoked}")
+    err.print(
+        f"token {record.id} ({record.name}, {record.role.label}) revoked at {record.revoked}", soft_wrap=True
+    )

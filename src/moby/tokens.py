@@ -216,7 +216,7 @@ class TokenStore:
                     if record.active:
                         records[index] = replace(record, revoked=_now())
                     return records[index]
-        raise KeyError(token_id)
+            raise KeyError(token_id)  # inside: nothing is written
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[list[TokenRecord]]:

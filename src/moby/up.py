@@ -82,7 +82,7 @@ def run_up(
     try:
         token_file = viewer_token(data_dir, data_dir / "backend")
     except AccessConfigError as exc:
-        console.print(f"[red]{exc}", highlight=False)
+        console.print(str(exc), style="red", markup=False, highlight=False, soft_wrap=True)
         return 2
 
     started: list[ManagedProcess] = []
