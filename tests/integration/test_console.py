@@ -173,7 +173,9 @@ async def test_the_console_asks_for_a_token_when_tokens_are_required(
 
     async with Browser(tmp_path / "chromium") as browser:
         await open_console(browser, f"{backend.api}/")
-        await browser.wait_for("!document.getElementById('login').hidden")
+        # Guarded: until the new document is parsed, #login does not exist yet.
+        login_shown = "(() => { const f = document.getElementById('login'); return !!f && !f.hidden; })()"
+        await browser.wait_for(login_shown)
         asked = await browser.evaluate(
             "({message: document.getElementById('login-message').textContent,"
             " focused: document.activeElement.id, rows: document.querySelectorAll('#fleet tbody tr').length,"
@@ -194,7 +196,7 @@ async def test_the_console_asks_for_a_token_when_tokens_are_required(
 
         await use("moby_0123456789abcdef_" + "A" * 43)
         await browser.wait_for(
-            "!document.getElementById('login').hidden && "
+            f"{login_shown} && "
             "document.getElementById('login-message').textContent.startsWith('The token was refused')"
         )
         await use(token)
@@ -206,14 +208,17 @@ async def test_the_console_asks_for_a_token_when_tokens_are_required(
         assert await browser.evaluate("sessionStorage.getItem('moby-api-token')") == token
         assert not await browser.evaluate("document.getElementById('forget').hidden")
         # A reload in the same tab keeps it; the charts read the readings with it.
+        await browser.evaluate("window.__before_reload = true")
         await browser.send("Page.reload")
-        await browser.wait_for("document.body && document.body.dataset.loaded === 'true'")
+        await browser.wait_for(
+            "!window.__before_reload && document.body && document.body.dataset.loaded === 'true'"
+        )
         await browser.wait_for(
             "document.querySelectorAll('#charts svg.plot polyline').length > 0", timeout_s=30
         )
         assert await browser.evaluate("document.getElementById('login').hidden")
         # Forgetting it asks again.
         await browser.evaluate("document.getElementById('forget').click()")
-        await browser.wait_for("!document.getElementById('login').hidden")
+        await browser.wait_for(login_shown)
         assert await browser.evaluate("sessionStorage.getItem('moby-api-token')") is None
         await assert_csp_enforced_and_nothing_blocked(browser)
