@@ -12,6 +12,7 @@ from rich.console import Console
 
 from moby import __version__
 from moby.broker.commands import broker_app
+from moby.tokencli import token_app
 
 app = typer.Typer(
     help="MOBY: industrial sensor data — MQTT → validated, durable, batched → InfluxDB.",
@@ -24,6 +25,7 @@ grafana_app = typer.Typer(
     help="Grafana provisioning: data sources, dashboards, alert rules.", no_args_is_help=True
 )
 app.add_typer(grafana_app, name="grafana")
+app.add_typer(token_app, name="token")
 console = Console(stderr=True)
 
 
@@ -47,6 +49,7 @@ def serve() -> None:
     """Run the backend (MQTT ingest + HTTP API), configured by MOBY_* environment variables."""
     import uvicorn
 
+    from moby.access import AccessConfigError
     from moby.api.app import create_app
     from moby.api.server import GracefulServer
     from moby.config import Settings
@@ -56,8 +59,13 @@ def serve() -> None:
     settings = Settings()
     configure(settings.log_level, settings.log_format)
     _loop_policy()
+    try:
+        api = create_app(Engine(settings))
+    except AccessConfigError as exc:
+        console.print(str(exc), style="red", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     config = uvicorn.Config(
-        create_app(Engine(settings)),
+        api,
         host=settings.api_host,
         port=settings.api_port,
         log_level="warning",
@@ -78,18 +86,28 @@ def proxy(
     """
     import uvicorn
 
+    from moby.access import AccessConfigError, AccessPolicy
     from moby.api.server import GracefulServer
     from moby.config import Settings
     from moby.logs import configure
     from moby.metrics import Metrics
     from moby.query.proxy import proxy_from_settings
+    from moby.webguard import AllowedHosts, WebGuard
 
     settings = Settings()
     configure(settings.log_level, settings.log_format)
     _loop_policy()
-    server = proxy_from_settings(settings, Metrics())
+    try:
+        # Tokens, Host allow-list and cross-site refusal as on `moby serve` (docs/SECURITY.md).
+        access = AccessPolicy.from_settings(settings, [settings.proxy_host])
+        hosts = AllowedHosts.build(settings.api_allowed_hosts, [settings.proxy_host])
+    except AccessConfigError as exc:
+        console.print(str(exc), style="red", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    access.startup_report()
+    server = proxy_from_settings(settings, Metrics(), access=access)
     config = uvicorn.Config(
-        server.app(with_metrics=True),
+        WebGuard(server.app(with_metrics=True), hosts=hosts, proxy_prefixes=("/",)),
         host=settings.proxy_host,
         port=port or settings.proxy_port or 8087,
         log_level="warning",
@@ -338,6 +356,13 @@ def grafana_export(
         str | None,
         typer.Option(help="InfluxDB user, when auth is on (password: $MOBY_GRAFANA_INFLUX_PASSWORD)"),
     ] = None,
+    api_token_env: Annotated[
+        str,
+        typer.Option(
+            help="Grafana's environment variable holding a viewer API token for the MOBY data source "
+            "(moby token create --role viewer); written as $NAME, never the token; '' for none"
+        ),
+    ] = "MOBY_GRAFANA_TOKEN",
     machine_class: Annotated[
         str, typer.Option(help="ISO 10816 machine class of the zone thresholds and alerts")
     ] = "class_ii",
@@ -360,8 +385,13 @@ def grafana_export(
         influx_url=influx_url,
         database=database,
         influx_user=influx_user,
+        api_token_env=api_token_env,
         grafana_dir=grafana_dir,
         alerts=AlertSettings(machine_class=mc),
     )
-    for path in export(directory, settings):
+    try:
+        written = export(directory, settings)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--api-token-env") from None
+    for path in written:
         console.print(f"wrote {path}")

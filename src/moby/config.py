@@ -105,6 +105,17 @@ class Settings(BaseSettings):
     proxy_cache_meta_ttl_s: Annotated[float, Field(ge=0)] = 30.0
     proxy_timeout_s: Annotated[float, Field(gt=0)] = 60.0
 
+    # --- who may use the HTTP API and the proxy (docs/SECURITY.md) ------------------------------
+    # auto: API tokens required when the API (or the proxy's own port) listens beyond loopback;
+    # required: always; off: never (refused at start beyond loopback).
+    api_auth: Literal["auto", "required", "off"] = "auto"
+    # Host header names accepted besides localhost, IP addresses and the hosts listened on
+    # (comma-separated; "*" accepts any, only behind a reverse proxy that checks Host itself).
+    api_allowed_hosts: str = ""
+    # The token file; default MOBY_DATA_DIR/api-tokens.json. Several backends behind one balancer
+    # can share one (read-only) file.
+    api_tokens_file: Path | None = None
+
     # --- the backend's own metrics in InfluxDB (moby_internal, moby_sensor_status) ---------------
     # Seconds between reports; 0 turns them off (then /metrics is the only source).
     internal_metrics_interval_s: Annotated[float, Field(ge=0)] = 10.0

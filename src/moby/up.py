@@ -7,12 +7,42 @@ import sys
 import threading
 from pathlib import Path
 
+from pydantic import ValidationError
 from rich.console import Console
 
+from moby import tokens
+from moby.access import AccessConfigError, tokens_required
 from moby.broker.acl import Role
+from moby.broker.pki import write_secret
 from moby.broker.setup import BrokerDir, SecureMosquitto
+from moby.config import Settings
 from moby.procs import ManagedProcess, free_port, http_ready, port_open
 from moby.store.influxd import Influxd
+
+UP_TOKEN_FILE = "moby-up-viewer.token"
+
+
+def viewer_token(data_dir: Path, backend_dir: Path) -> Path | None:
+    """When the backend will require API tokens (MOBY_API_AUTH, MOBY_API_HOST in the environment
+    ``moby up`` passes on): a viewer token for the console and Grafana, kept in a 0600 file and
+    reused while it is valid; its path (never the token) goes into the hints. None when the API
+    is open (loopback, the default). AccessConfigError: the settings are refused."""
+    try:
+        settings = Settings(data_dir=backend_dir)
+    except ValidationError:
+        return None  # the backend will say what is wrong with its settings
+    if not tokens_required(settings.api_auth, [settings.api_host]):
+        return None
+    path = data_dir / UP_TOKEN_FILE
+    store = tokens.TokenStore(tokens.store_path(backend_dir, settings.api_tokens_file))
+    try:
+        if store.verify(path.read_text().strip()) is not None:
+            return path
+    except FileNotFoundError:
+        pass
+    _, token = store.create(tokens.Role.VIEWER, "moby-up")
+    write_secret(path, token.encode() + b"\n")
+    return path
 
 
 def run_up(
@@ -49,6 +79,11 @@ def run_up(
     fleet_user = f"moby-up-fleet-{factory}"
     fleet_password = bdir.ensure_user(fleet_user, Role.GATEWAY, factory=factory)
     mqtt = f"127.0.0.1:{mqtt_port}"
+    try:
+        token_file = viewer_token(data_dir, data_dir / "backend")
+    except AccessConfigError as exc:
+        console.print(str(exc), style="red", markup=False, highlight=False, soft_wrap=True)
+        return 2
 
     started: list[ManagedProcess] = []
     try:
@@ -106,9 +141,21 @@ def run_up(
         )
         started.append(simulator.start())
         console.print(f"[green]✓[/] Simulator   {sensors} sensors × {rate}/s in factory {factory!r}")
+        auth = (
+            f"  API token    the backend requires tokens: a viewer token is in {token_file} (paste it\n"
+            f'               into the console; curl -H "Authorization: Bearer $(cat {token_file})" …)\n'
+            if token_file
+            else ""
+        )
+        grafana_env = (
+            f'               and start Grafana with MOBY_GRAFANA_TOKEN="$(cat {token_file})"\n'
+            if token_file
+            else ""
+        )
         console.print(
             "\n[bold]Where to look[/]\n"
-            f"  console      http://127.0.0.1:{api_port}/  (fleet table and live charts)\n"
+            + auth
+            + f"  console      http://127.0.0.1:{api_port}/  (fleet table and live charts)\n"
             f"  sensors      http://127.0.0.1:{api_port}/api/v1/sensors\n"
             f"  metrics      http://127.0.0.1:{api_port}/metrics\n"
             f"  dead letters http://127.0.0.1:{api_port}/api/v1/dlq\n"
@@ -121,7 +168,8 @@ def run_up(
             f"  Grafana      moby grafana export {data_dir / 'grafana'} "
             f"--api-url http://127.0.0.1:{api_port} --influx-url {influx.url}\n"
             "               then mount it as Grafana's provisioning folder (docs/GRAFANA.md)\n"
-            "\nCtrl-C stops everything."
+            + grafana_env
+            + "\nCtrl-C stops everything."
         )
         while not stop.wait(1.0):
             dead = [p for p in started if not p.running]

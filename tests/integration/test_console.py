@@ -1,10 +1,14 @@
-"""The built-in console at `/` in headless Chromium: the fleet table, live charts, accessibility.
+"""The built-in console at `/` in headless Chromium: the fleet table, live charts, accessibility,
+its Content-Security-Policy (nothing blocked), and asking for an API token when one is required.
 
 The screenshot is kept as a test artifact (its path is printed; under pytest's tmp folder).
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -24,6 +28,28 @@ pytestmark = [
 ]
 
 TYPES = ("vibration", "temperature", "humidity", "noise")
+# Installed before the page's own scripts: every Content-Security-Policy violation, as reported.
+CSP_WATCH = (
+    "window.__csp = []; document.addEventListener('securitypolicyviolation',"
+    " e => window.__csp.push(`${e.effectiveDirective} ${e.blockedURI}`));"
+)
+
+
+async def open_console(browser: Browser, url: str) -> None:
+    await browser.send("Page.enable")
+    await browser.send("Page.addScriptToEvaluateOnNewDocument", source=CSP_WATCH)
+    await browser.send("Page.navigate", url=url)
+
+
+async def assert_csp_enforced_and_nothing_blocked(browser: Browser) -> None:
+    assert await browser.evaluate("window.__csp") == [], "the console broke its own CSP"
+    # The watch works and the policy is on: an inline script is blocked and reported.
+    await browser.evaluate(
+        "(() => { const s = document.createElement('script'); s.textContent = 'window.__ran = 1';"
+        " document.body.append(s); })()"
+    )
+    await browser.wait_for("window.__csp.length === 1")
+    assert await browser.evaluate("window.__ran === undefined && window.__csp[0]") == "script-src-elem inline"
 
 
 def feed(port: int, factory: str) -> list[DemoSensor]:
@@ -52,8 +78,7 @@ async def test_the_console_shows_the_fleet_and_a_chart_per_sensor(
     wait_until(lambda: backend.stored() >= 240, 60, what="240 readings stored")
 
     async with Browser(tmp_path / "chromium") as browser:
-        await browser.send("Page.enable")
-        await browser.send("Page.navigate", url=f"{backend.api}/?")
+        await open_console(browser, f"{backend.api}/?")
         await browser.wait_for("document.body && document.body.dataset.loaded === 'true'")
         # Narrow to this test's factory through the labelled control, as a user would.
         await browser.wait_for(
@@ -117,5 +142,83 @@ async def test_the_console_shows_the_fleet_and_a_chart_per_sensor(
         assert focused.startswith(f"chart-{factory}-"), focused
 
         shot = await browser.screenshot(tmp_path / "console.png")
+        await assert_csp_enforced_and_nothing_blocked(browser)
     assert shot.stat().st_size > 10_000
     print(f"console screenshot: {shot}")
+
+
+def create_token(data_dir: Path, role: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "moby", "token", "create", "--role", role],
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("MOBY_")},
+            "MOBY_DATA_DIR": str(data_dir),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+async def test_the_console_asks_for_a_token_when_tokens_are_required(
+    broker: Mosquitto, influxd: Influxd, make_backend: Callable[..., Backend], tmp_path: Path
+) -> None:
+    backend = make_backend(broker, influxd, moby_api_auth="required")
+    token = create_token(tmp_path / "backend", "viewer")
+    factory = f"console-{uuid.uuid4().hex[:6]}"
+    sensors = feed(broker.port, factory)
+    wait_until(lambda: backend.stored() >= 240, 60, what="240 readings stored")
+
+    async with Browser(tmp_path / "chromium") as browser:
+        await open_console(browser, f"{backend.api}/")
+        # Guarded: until the new document is parsed, #login does not exist yet.
+        login_shown = "(() => { const f = document.getElementById('login'); return !!f && !f.hidden; })()"
+        await browser.wait_for(login_shown)
+        asked = await browser.evaluate(
+            "({message: document.getElementById('login-message').textContent,"
+            " focused: document.activeElement.id, rows: document.querySelectorAll('#fleet tbody tr').length,"
+            " label: document.getElementById('token').labels.length})"
+        )
+        assert asked == {
+            "message": "This backend needs an API token (viewer or above).",
+            "focused": "token",
+            "rows": 0,
+            "label": 1,
+        }
+
+        async def use(value: str) -> None:
+            await browser.evaluate(
+                f"(() => {{ document.getElementById('token').value = {value!r};"
+                " document.getElementById('login').requestSubmit(); })()"
+            )
+
+        await use("moby_0123456789abcdef_" + "A" * 43)
+        await browser.wait_for(
+            f"{login_shown} && "
+            "document.getElementById('login-message').textContent.startsWith('The token was refused')"
+        )
+        await use(token)
+        await browser.wait_for(
+            f"document.getElementById('login').hidden && [...document.querySelectorAll('#fleet tbody tr')]"
+            f".filter(tr => tr.cells[1].innerText === '{factory}').length === {len(sensors)}",
+            timeout_s=30,
+        )
+        assert await browser.evaluate("sessionStorage.getItem('moby-api-token')") == token
+        assert not await browser.evaluate("document.getElementById('forget').hidden")
+        # A reload in the same tab keeps it; the charts read the readings with it.
+        await browser.evaluate("window.__before_reload = true")
+        await browser.send("Page.reload")
+        await browser.wait_for(
+            "!window.__before_reload && document.body && document.body.dataset.loaded === 'true'"
+        )
+        await browser.wait_for(
+            "document.querySelectorAll('#charts svg.plot polyline').length > 0", timeout_s=30
+        )
+        assert await browser.evaluate("document.getElementById('login').hidden")
+        # Forgetting it asks again.
+        await browser.evaluate("document.getElementById('forget').click()")
+        await browser.wait_for(login_shown)
+        assert await browser.evaluate("sessionStorage.getItem('moby-api-token')") is None
+        await assert_csp_enforced_and_nothing_blocked(browser)

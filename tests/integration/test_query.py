@@ -1,11 +1,10 @@
 """The query layer against a real InfluxDB: the InfluxQL proxy (`moby proxy` and `/influx` of `moby
 serve`) with the real `influx` CLI and the Python `influxdb` client, "auto" routing, the cache,
-refused writes, credentials, and the routed readings API."""
+refused writes, and the routed readings API (tokens: tests/integration/test_api_access.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import subprocess
 import sys
 import time
@@ -356,30 +355,6 @@ def test_the_write_endpoint_is_refused(
     assert caught.value.code == 403 and "read-only" in orjson.loads(caught.value.read())["error"]
     tags = http(influxd.url, {"db": seeded, "q": 'SHOW TAG VALUES FROM "vibration" WITH KEY = "sensor_id"'})
     assert b"evil" not in tags[2]
-
-
-def test_credentials(influxd: Influxd, seeded: str, make_proxy: Callable[..., Proxy]) -> None:
-    proxy = make_proxy(influxd, seeded, moby_proxy_username="grafana", moby_proxy_password="s3cret")
-    params = {"db": seeded, "q": "SHOW MEASUREMENTS"}
-    missing = http(proxy.url, params)
-    assert missing[0] == 401 and orjson.loads(missing[2]) == {
-        "error": "unable to parse authentication credentials"
-    }
-    assert http(proxy.url, {**params, "u": "grafana", "p": "wrong"})[0] == 401
-    assert http(proxy.url, {**params, "u": "nobody", "p": "s3cret"})[0] == 401
-    assert http(proxy.url, {**params, "u": "grafana", "p": "s3cret"})[0] == 200
-    assert http(proxy.url, {**params, "u": "grafana", "p": "s3cret"}, method="POST")[0] == 200
-    basic = "Basic " + base64.b64encode(b"grafana:s3cret").decode()
-    assert http(proxy.url, params, headers={"Authorization": basic})[0] == 200
-    bad = "Basic " + base64.b64encode(b"grafana:nope").decode()
-    assert http(proxy.url, params, headers={"Authorization": bad})[0] == 401
-    # the CLI and the Python client with credentials
-    ok = influx_cli(proxy.port, seeded, "SHOW MEASUREMENTS", "-username", "grafana", "-password", "s3cret")
-    assert ok.returncode == 0 and "vibration" in ok.stdout
-    denied = influx_cli(proxy.port, seeded, "SHOW MEASUREMENTS", "-username", "grafana", "-password", "x")
-    assert denied.returncode != 0 and "authorization failed" in denied.stdout + denied.stderr
-    client = InfluxDBClient("127.0.0.1", proxy.port, "grafana", "s3cret", seeded)
-    assert {"name": "vibration"} in client.get_list_measurements()
 
 
 # --- moby serve: /influx on the API, the proxy's own port, and the routed readings API ---------------

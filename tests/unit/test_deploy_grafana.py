@@ -73,3 +73,10 @@ def test_the_mounted_provisioning_matches_the_export_defaults(compose: Any) -> N
     assert provider["options"]["path"].startswith(mount + "/")
     comment = (DEPLOY / "docker-compose.yml").read_text()
     assert re.search(r"moby grafana export \./provisioning", comment)
+
+
+def test_every_grafana_gets_the_api_token_the_data_source_names(compose: Any) -> None:
+    name = ExportSettings().api_token_env
+    for instance in INSTANCES:
+        value = compose["services"][instance]["environment"][name]
+        assert value.startswith(f"${{{name}:?"), value  # from the operator's environment, never a literal

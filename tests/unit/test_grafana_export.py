@@ -64,7 +64,8 @@ def test_data_sources(tree: Path) -> None:
         assert s["type"] == "influxdb" and s["access"] == "proxy"
         assert s["jsonData"]["version"] == "InfluxQL"
         assert s["jsonData"]["dbName"] == s["database"] == "moby"
-        assert "secureJsonData" not in s  # no auth configured
+        assert "user" not in s  # no InfluxDB auth configured
+    assert "secureJsonData" not in sources["moby-influxdb"]
     assert sources["moby"]["url"] == "http://moby-api:8000/influx"
     assert sources["moby"]["isDefault"] is True
     assert sources["moby-influxdb"]["url"] == "http://influxdb:8086"
@@ -74,9 +75,40 @@ def test_data_sources(tree: Path) -> None:
 def test_credentials_come_from_grafanas_environment(tmp_path: Path) -> None:
     export(tmp_path, ExportSettings(influx_user="grafana"))
     text = (tmp_path / "datasources" / "moby.yaml").read_text()
-    for s in yaml.safe_load(text)["datasources"]:
-        assert s["user"] == "grafana"
-        assert s["secureJsonData"] == {"password": "$MOBY_GRAFANA_INFLUX_PASSWORD"}
+    sources = {s["uid"]: s for s in yaml.safe_load(text)["datasources"]}
+    direct = sources["moby-influxdb"]
+    assert direct["user"] == "grafana"
+    assert direct["secureJsonData"] == {"password": "$MOBY_GRAFANA_INFLUX_PASSWORD"}
+    # The proxy takes a MOBY API token, never the InfluxDB user (Grafana would send it as u/p).
+    assert "user" not in sources["moby"]
+
+
+def test_the_proxy_source_sends_a_viewer_token_from_grafanas_environment(tmp_path: Path) -> None:
+    """Basic auth with the token as the password (a header, never the URL); the file names
+    Grafana's environment variable, which Grafana expands when it loads it: no token on disk."""
+    export(tmp_path, ExportSettings())
+    text = (tmp_path / "datasources" / "moby.yaml").read_text()
+    moby = {s["uid"]: s for s in yaml.safe_load(text)["datasources"]}["moby"]
+    assert moby["basicAuth"] is True and moby["basicAuthUser"]
+    assert moby["secureJsonData"] == {"basicAuthPassword": "$MOBY_GRAFANA_TOKEN"}
+    assert not re.search(r"moby_[0-9a-f]{16}_", text)  # no token literal
+
+    other = tmp_path / "other"
+    result = CliRunner().invoke(app, ["grafana", "export", str(other), "--api-token-env", "GF_MOBY_TOKEN"])
+    assert result.exit_code == 0, result.output
+    moby = {s["uid"]: s for s in load_yaml(other / "datasources" / "moby.yaml")["datasources"]}["moby"]
+    assert moby["secureJsonData"] == {"basicAuthPassword": "$GF_MOBY_TOKEN"}
+
+    none = tmp_path / "none"
+    assert CliRunner().invoke(app, ["grafana", "export", str(none), "--api-token-env", ""]).exit_code == 0
+    moby = {s["uid"]: s for s in load_yaml(none / "datasources" / "moby.yaml")["datasources"]}["moby"]
+    assert "basicAuth" not in moby and "secureJsonData" not in moby
+
+
+def test_a_token_variable_that_is_not_a_name_is_refused(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["grafana", "export", str(tmp_path), "--api-token-env", "moby_abc$x"])
+    assert result.exit_code == 2 and "--api-token-env" in result.output
+    assert not (tmp_path / "datasources").exists()
 
 
 def test_dashboard_provider(tree: Path) -> None:

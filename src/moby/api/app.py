@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from moby import __version__
+from moby.access import AccessPolicy
 from moby.api.console import mount_console
 from moby.api.models import (
     DeadLetterItem,
@@ -27,6 +28,7 @@ from moby.api.models import (
     SensorList,
 )
 from moby.api.readings import readings_query, shape_points
+from moby.api.security import Guard
 from moby.api.server import BackgroundServer
 from moby.ingest.registry import SensorRecord
 from moby.query.proxy import proxy_from_settings
@@ -34,6 +36,7 @@ from moby.query.routing import bucket_ms, choose, default_resolutions, retention
 from moby.schema import ID_PATTERN
 from moby.service import Engine
 from moby.store.influx import InfluxError, quote_ident, series_rows
+from moby.webguard import AllowedHosts, WebGuard
 
 FIELD_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 
@@ -62,6 +65,11 @@ batches. Rejected messages are kept, with the reason, in a bounded dead-letter s
 * `/influx/ping`, `/influx/query` — a read-only, caching InfluxQL proxy for Grafana's InfluxDB data
   source (InfluxQL mode): `FROM "auto"."vibration"` reads the resolution that fits the panel
   (see docs/QUERY.md); not shown below, it speaks InfluxDB's own API
+
+Access: beyond loopback (or with `MOBY_API_AUTH=required`) every endpoint except `/healthz`,
+`/readyz` and the console's files needs an API token, `Authorization: Bearer <token>`
+(`moby token create --role viewer|operator|admin`): `viewer` reads sensors, readings, metrics and
+the proxy; `admin` also the dead letters (raw payloads). See docs/SECURITY.md.
 """
 
 
@@ -86,8 +94,14 @@ def _sensor(record: SensorRecord, now_ms: int) -> Sensor:
 
 
 def create_app(engine: Engine, *, manage_engine: bool = True) -> FastAPI:
+    """The app; AccessConfigError when the access settings are refused (docs/SECURITY.md)."""
     settings = engine.settings
-    proxy = proxy_from_settings(settings, engine.metrics)
+    # Who may call what (moby.access): one policy for the API and the proxy, by where they listen.
+    listen = [settings.api_host] + ([settings.proxy_host] if settings.proxy_port else [])
+    access = AccessPolicy.from_settings(settings, listen)
+    hosts = AllowedHosts.build(settings.api_allowed_hosts, listen)
+    guard = Guard(access)
+    proxy = proxy_from_settings(settings, engine.metrics, access=access)
     resolutions = default_resolutions(
         retention_ms(settings.raw_retention),
         retention_ms(settings.rollup_retention),
@@ -96,6 +110,7 @@ def create_app(engine: Engine, *, manage_engine: bool = True) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        access.startup_report()
         if manage_engine:
             await engine.start()
         own_port: BackgroundServer | None = None
@@ -105,7 +120,7 @@ def create_app(engine: Engine, *, manage_engine: bool = True) -> FastAPI:
             # the influx CLI that cannot take a path prefix.
             own_port = BackgroundServer(
                 uvicorn.Config(
-                    proxy.app(),
+                    WebGuard(proxy.app(), hosts=hosts, proxy_prefixes=("/",)),
                     host=settings.proxy_host,
                     port=settings.proxy_port,
                     log_level="warning",
@@ -130,6 +145,8 @@ def create_app(engine: Engine, *, manage_engine: bool = True) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
     )
+    # Host allow-list, cross-site refusal and security headers, for every path (docs/SECURITY.md).
+    app.add_middleware(WebGuard, hosts=hosts, proxy_prefixes=("/influx",))
 
     @app.get("/healthz", response_model=Health, tags=["operations"], summary="Process is alive")
     async def healthz() -> Health:
@@ -150,12 +167,24 @@ def create_app(engine: Engine, *, manage_engine: bool = True) -> FastAPI:
         )
         return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=Response)
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus metrics",
+        response_class=Response,
+        dependencies=[guard.viewer],
+    )
     async def metrics() -> Response:
         engine.subscriber.flush_counts()
         return Response(generate_latest(engine.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/api/v1/sensors", response_model=SensorList, tags=["sensors"], summary="Every sensor seen")
+    @app.get(
+        "/api/v1/sensors",
+        response_model=SensorList,
+        tags=["sensors"],
+        summary="Every sensor seen",
+        dependencies=[guard.viewer],
+    )
     async def sensors(
         factory_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
         sensor_type: Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9_]{0,31}$")] = None,
@@ -184,7 +213,13 @@ def create_app(engine: Engine, *, manage_engine: bool = True) -> FastAPI:
             raise HTTPException(409, f"sensor {sensor_id!r} exists in several factories: pass factory_id")
         return matches[0]
 
-    @app.get("/api/v1/sensors/{sensor_id}", response_model=Sensor, tags=["sensors"], summary="One sensor")
+    @app.get(
+        "/api/v1/sensors/{sensor_id}",
+        response_model=Sensor,
+        tags=["sensors"],
+        summary="One sensor",
+        dependencies=[guard.viewer],
+    )
     async def sensor(
         sensor_id: Annotated[str, Path(pattern=ID_PATTERN)],
         factory_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
@@ -197,6 +232,7 @@ def create_app(engine: Engine, *, manage_engine: bool = True) -> FastAPI:
         tags=["sensors"],
         summary="A sensor's readings over a time range, at the resolution the range calls for",
         description=READINGS_DOC,
+        dependencies=[guard.viewer],
     )
     async def readings(
         sensor_id: Annotated[str, Path(pattern=ID_PATTERN)],
@@ -279,6 +315,7 @@ def create_app(engine: Engine, *, manage_engine: bool = True) -> FastAPI:
         response_model=DeadLetters,
         tags=["dead letters"],
         summary="Newest dead letters",
+        dependencies=[guard.admin],  # raw payloads, as sensors sent them
     )
     async def dlq(
         limit: Annotated[int, Query(ge=1, le=10_000)] = 100,

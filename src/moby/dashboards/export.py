@@ -2,18 +2,24 @@
 
 ::
 
-    DIR/datasources/moby.yaml        the MOBY proxy (default) and InfluxDB direct
+    DIR/datasources/moby.yaml        the MOBY proxy (default, with an API token) and InfluxDB direct
     DIR/dashboards/moby.yaml         a file provider for the folder "MOBY"
     DIR/dashboards/moby/*.json       the dashboards
     DIR/alerting/moby.yaml           the alert rule groups
 
 Mount DIR as Grafana's provisioning folder (``/etc/grafana/provisioning``); the provider's
 path names where the JSON files are *inside Grafana* (``--grafana-dir``).
+
+No secret is ever written: the MOBY data source sends a viewer API token as its basic-auth
+password, written as ``$MOBY_GRAFANA_TOKEN`` (``--api-token-env``), which Grafana replaces with
+its own environment variable when it loads the file; the direct source's InfluxDB password is
+``$MOBY_GRAFANA_INFLUX_PASSWORD`` the same way.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +48,10 @@ class ExportSettings:
     # in Grafana's environment (provisioning files expand $VAR), so no secret lands in the file.
     influx_user: str | None = None
     password_env: str = "MOBY_GRAFANA_INFLUX_PASSWORD"
+    # The environment variable of Grafana holding the viewer API token for the MOBY proxy
+    # (`moby token create --role viewer --name grafana`); "" leaves the token out (an open
+    # backend on loopback needs none).
+    api_token_env: str = "MOBY_GRAFANA_TOKEN"
     grafana_dir: str = "/etc/grafana/provisioning"
     alerts: AlertSettings = field(default_factory=AlertSettings)
 
@@ -80,6 +90,28 @@ def _source(name: str, uid: str, url: str, settings: ExportSettings, *, default:
         "database": settings.database,
         "jsonData": {"version": "InfluxQL", "dbName": settings.database, "httpMode": "GET"},
     }
+    return source
+
+
+def _moby_source(settings: ExportSettings) -> dict[str, Any]:
+    """The proxy: the token as the basic-auth password (a header, so it stays out of URLs and
+    logs; the proxy takes any user name)."""
+    source = _source("MOBY", DATASOURCE_UID, f"{settings.api_url.rstrip('/')}/influx", settings, default=True)
+    if settings.api_token_env:
+        source["basicAuth"] = True
+        source["basicAuthUser"] = "grafana"
+        source["secureJsonData"] = {"basicAuthPassword": f"${settings.api_token_env}"}
+    return source
+
+
+def _direct_source(settings: ExportSettings) -> dict[str, Any]:
+    source = _source(
+        "MOBY InfluxDB (direct)",
+        DIRECT_DATASOURCE_UID,
+        settings.influx_url.rstrip("/"),
+        settings,
+        default=False,
+    )
     if settings.influx_user:
         source["user"] = settings.influx_user
         source["secureJsonData"] = {"password": f"${settings.password_env}"}
@@ -87,20 +119,9 @@ def _source(name: str, uid: str, url: str, settings: ExportSettings, *, default:
 
 
 def datasources(settings: ExportSettings) -> dict[str, Any]:
-    api = settings.api_url.rstrip("/")
-    return {
-        "apiVersion": 1,
-        "datasources": [
-            _source("MOBY", DATASOURCE_UID, f"{api}/influx", settings, default=True),
-            _source(
-                "MOBY InfluxDB (direct)",
-                DIRECT_DATASOURCE_UID,
-                settings.influx_url.rstrip("/"),
-                settings,
-                default=False,
-            ),
-        ],
-    }
+    if settings.api_token_env and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", settings.api_token_env):
+        raise ValueError(f"{settings.api_token_env!r} is not an environment variable name")
+    return {"apiVersion": 1, "datasources": [_moby_source(settings), _direct_source(settings)]}
 
 
 def dashboard_provider(settings: ExportSettings) -> dict[str, Any]:

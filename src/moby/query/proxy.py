@@ -1,8 +1,9 @@
 """A read-only, caching InfluxQL proxy in front of InfluxDB, for Grafana and the ``influx`` CLI.
 
 It answers InfluxDB 1.x's own ``/ping`` and ``/query`` (GET and POST, ``db``, ``rp``, ``epoch``,
-``chunked``, ``params``, ``u``/``p`` or basic auth), forwards read-only InfluxQL with the
-backend's own InfluxDB credentials, and
+``chunked``, ``params``), takes MOBY's API tokens as InfluxDB clients send credentials (basic
+auth or ``p`` with the token as the password, or ``Authorization: Bearer``; :mod:`moby.access`),
+forwards read-only InfluxQL with the backend's own InfluxDB credentials, and
 
 * routes statements that name the pseudo retention policy ``"auto"`` to ``raw``, ``rollup_1m``
   or ``rollup_1h`` (:mod:`moby.query.routing`);
@@ -34,14 +35,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from moby.access import AccessPolicy, Identity, Refusal, influx_credential
 from moby.config import Settings
 from moby.metrics import Metrics
 from moby.query import influxql
 from moby.query.cache import CachedResponse, Loader, Outcome, ResponseCache
 from moby.query.delta import DeltaCache, DeltaPart, eligible
-from moby.query.influxhttp import authenticate, influx_error, request_params
+from moby.query.influxhttp import influx_error, request_params
 from moby.query.routing import Resolution, choose, default_resolutions, retention_ms
 from moby.store.influx import InfluxClient, InfluxError, quote_ident
+from moby.tokens import Role
 
 AUTO: Final = "auto"
 NEAR_NOW_MS: Final = 60_000
@@ -55,8 +58,6 @@ _KEPT_HEADERS: Final = ("content-type", "x-influxdb-version", "x-influxdb-build"
 
 @dataclass(frozen=True)
 class ProxyConfig:
-    username: str | None = None
-    password: str | None = None
     cache: bool = True
     delta: bool = True
     cache_max_bytes: int = 64 * 1024 * 1024
@@ -84,8 +85,10 @@ class InfluxProxy:
         metrics: Metrics,
         config: ProxyConfig,
         clock: Callable[[], float] = time.time,
+        access: AccessPolicy | None = None,
     ) -> None:
         self.upstream = upstream
+        self.access = access or AccessPolicy.open()
         self.metrics = metrics
         self.config = config
         # The bound is shared: half for whole answers, half for the delta cache's buckets.
@@ -116,6 +119,8 @@ class InfluxProxy:
         return Starlette(routes=routes, lifespan=lifespan)
 
     async def _metrics(self, request: Request) -> Response:
+        if isinstance(refused := self._authenticate(request, dict(request.query_params)), Response):
+            return refused
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # --- endpoints ------------------------------------------------------------------------------
@@ -130,9 +135,7 @@ class InfluxProxy:
 
     async def write(self, request: Request) -> Response:
         params = await request_params(request)
-        if (
-            refused := authenticate(request, params, self.config.username, self.config.password, self.version)
-        ) is not None:
+        if isinstance(refused := self._authenticate(request, params), Response):
             return refused
         self.metrics.query_requests.labels("refused").inc()
         return influx_error(
@@ -145,11 +148,10 @@ class InfluxProxy:
     async def query(self, request: Request) -> Response:
         started = time.perf_counter()
         params = await request_params(request)
-        if (
-            refused := authenticate(request, params, self.config.username, self.config.password, self.version)
-        ) is not None:
+        identity = self._authenticate(request, params)
+        if isinstance(identity, Response):
             self.metrics.query_requests.labels("unauthorized").inc()
-            return refused
+            return identity
         q = params.get("q", "")
         if not q.strip():
             self.metrics.query_requests.labels("bad_request").inc()
@@ -401,9 +403,25 @@ class InfluxProxy:
                 spans.append((lo, f"now()-{round(hi.ms - lo.ms)}ms"))
         return _with_bounds(statement, replace, spans)
 
-    def _authenticate(self, request: Request, params: dict[str, str]) -> Response | None:
-        c = self.config
-        return authenticate(request, params, c.username, c.password, self.version)
+    def _authenticate(self, request: Request, params: dict[str, str]) -> Identity | Response:
+        """Who is asking (``Identity.key`` is what answers may be cached by), or InfluxDB's 401.
+
+        The token as InfluxDB clients send credentials (:func:`moby.access.influx_credential`);
+        required as the API's tokens are (by ``MOBY_API_AUTH`` and where the process listens).
+        """
+        try:
+            return self.access.authorize(
+                influx_credential(request.headers, params), Role.VIEWER, "the InfluxQL proxy"
+            )
+        except Refusal as refusal:
+            # InfluxDB's own messages, which its clients (and Grafana) show as they are.
+            message = (
+                "unable to parse authentication credentials" if refusal.missing else "authorization failed"
+            )
+            response = influx_error(f"{message}: {refusal.message}", refusal.status, self.version)
+            if refusal.status == 401:
+                response.headers["WWW-Authenticate"] = 'Basic realm="moby", Bearer realm="moby"'
+            return response
 
     def _kept(self, headers: dict[str, str]) -> dict[str, str]:
         kept = {k: v for k, v in headers.items() if k.lower() in _KEPT_HEADERS}
@@ -428,9 +446,14 @@ def _with_bounds(
     )
 
 
-def proxy_from_settings(settings: Settings, metrics: Metrics) -> InfluxProxy:
-    """The proxy as ``moby serve`` and ``moby proxy`` configure it from ``MOBY_*`` variables."""
+def proxy_from_settings(
+    settings: Settings, metrics: Metrics, access: AccessPolicy | None = None
+) -> InfluxProxy:
+    """The proxy as ``moby serve`` and ``moby proxy`` configure it from ``MOBY_*`` variables
+    (AccessConfigError when the access settings are refused)."""
     s = settings
+    if access is None:  # `moby proxy`: listening on MOBY_PROXY_HOST only
+        access = AccessPolicy.from_settings(s, [s.proxy_host])
     upstream = InfluxClient(
         s.influx_url,
         s.influx_db,
@@ -440,8 +463,6 @@ def proxy_from_settings(settings: Settings, metrics: Metrics) -> InfluxProxy:
         connections=64,
     )
     config = ProxyConfig(
-        username=s.proxy_username if s.proxy_password else None,
-        password=s.proxy_password.get_secret_value() if s.proxy_password else None,
         cache=s.proxy_cache,
         delta=s.proxy_cache_delta,
         cache_max_bytes=s.proxy_cache_max_bytes,
@@ -454,7 +475,7 @@ def proxy_from_settings(settings: Settings, metrics: Metrics) -> InfluxProxy:
             retention_ms(s.rollup_1h_retention),
         ),
     )
-    return InfluxProxy(upstream, metrics, config)
+    return InfluxProxy(upstream, metrics, config, access=access)
 
 
 def _settle_ms(policies: list[str]) -> int:

@@ -1,12 +1,16 @@
 // MOBY console: fleet table and one live SVG chart per sensor, from the backend's JSON API.
 // No library and no network access beyond this backend. The DOM is built with textContent
-// (never innerHTML), so sensor IDs and metadata cannot inject markup.
+// (never innerHTML), so sensor IDs and metadata cannot inject markup. Served under a strict
+// Content-Security-Policy: no inline script or style, nothing from another origin.
+// When the backend requires API tokens (docs/SECURITY.md) the page asks for one and keeps it in
+// sessionStorage (this tab only), sending it as `Authorization: Bearer`.
 "use strict";
 
 const REFRESH_MS = 5000;
 const MAIN_FIELD = { vibration: "rms_velocity", temperature: "temperature", humidity: "humidity", noise: "laeq" };
 const SVG = "http://www.w3.org/2000/svg";
-const state = { paused: false, sensors: [], lastAnnounced: "", timer: null };
+const TOKEN_KEY = "moby-api-token";
+const state = { paused: false, sensors: [], lastAnnounced: "", timer: null, needToken: false };
 
 const $ = (id) => document.getElementById(id);
 const el = (tag, attrs = {}, text) => {
@@ -31,11 +35,39 @@ function ago(iso) {
   return `${Math.floor(s / 3600)} h ago`;
 }
 
+class AuthError extends Error {
+  constructor(status, message) { super(message); this.status = status; }
+}
+
 async function getJSON(url) {
-  const r = await fetch(url, { headers: { Accept: "application/json" } });
+  const headers = { Accept: "application/json" };
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const r = await fetch(url, { headers });
+  if (r.status === 401 || r.status === 403) {
+    let detail = "";
+    try { detail = (await r.json()).detail || ""; } catch (e) { detail = ""; }
+    throw new AuthError(r.status, String(detail || `HTTP ${r.status}`));
+  }
   if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
   return r.json();
 }
+
+function askForToken(err) {
+  const had = Boolean(sessionStorage.getItem(TOKEN_KEY));
+  const message = err.status === 403
+    ? `This token may not read the fleet: ${err.message}. Enter a viewer token (or above).`
+    : had ? "The token was refused (unknown, revoked or malformed). Enter another."
+      : "This backend needs an API token (viewer or above).";
+  state.needToken = true;
+  $("login-message").textContent = message;
+  $("status").textContent = message;
+  state.lastAnnounced = "";
+  const form = $("login");
+  if (form.hidden) { form.hidden = false; $("token").focus(); }
+}
+
+function showForget() { $("forget").hidden = !sessionStorage.getItem(TOKEN_KEY); }
 
 function renderFactories(sensors) {
   const select = $("factory");
@@ -169,7 +201,7 @@ async function refreshCharts(sensors) {
 }
 
 async function refresh() {
-  if (state.paused) return;
+  if (state.paused || state.needToken) return;
   try {
     const factory = $("factory").value;
     const all = (await getJSON("/api/v1/sensors")).items;
@@ -187,6 +219,7 @@ async function refresh() {
     }
     document.body.dataset.loaded = "true";
   } catch (err) {
+    if (err instanceof AuthError) { askForToken(err); return; }
     $("status").textContent = `Update failed: ${err.message}. Retrying.`;
     state.lastAnnounced = "";
   }
@@ -208,5 +241,25 @@ document.addEventListener("DOMContentLoaded", () => {
     state.lastAnnounced = "";
     if (!state.paused) refresh();
   });
+  $("login").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const token = $("token").value.trim();
+    if (!token) return;
+    sessionStorage.setItem(TOKEN_KEY, token);
+    $("token").value = "";
+    $("login").hidden = true;
+    state.needToken = false;
+    showForget();
+    $("status").textContent = "Loading…";
+    refresh();
+  });
+  $("forget").addEventListener("click", () => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    showForget();
+    $("status").textContent = "Token forgotten.";
+    state.lastAnnounced = "";
+    refresh();
+  });
+  showForget();
   refresh().then(schedule);
 });
