@@ -57,6 +57,10 @@ def serve() -> None:
     from moby.service import Engine
 
     settings = Settings()
+    conflict = settings.client_id_conflict()
+    if conflict:
+        console.print(conflict, style="red", markup=False, soft_wrap=True)
+        raise typer.Exit(2)
     configure(settings.log_level, settings.log_format)
     _loop_policy()
     try:

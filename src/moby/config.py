@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from moby.net import MqttEndpoint
 
 GiB = 1024**3
 
@@ -45,7 +47,10 @@ class Settings(BaseSettings):
     api_port: int = 8000
 
     # --- MQTT -----------------------------------------------------------------------------
-    mqtt_client_id: str = Field(default_factory=lambda: f"moby-backend-{socket.gethostname()}")
+    # Names the backend's persistent session. Unset: the username of MOBY_MQTT_URL — a broker set
+    # up by `moby broker` (or deploy/emqx) makes every client's id its username, so that is the id
+    # the session has anyway — else moby-backend-<hostname>. See client_id_conflict().
+    mqtt_client_id: str = ""
     # Set it (the same on every backend) to split the stream over several backends with an MQTT v5
     # shared subscription. Off by default: Mosquitto 2.0.x drops messages for an *offline*
     # shared-subscription member after a broker restart (see docs/ARCHITECTURE.md).
@@ -137,6 +142,30 @@ class Settings(BaseSettings):
         if urlsplit(value).scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
             raise ValueError("MOBY_MQTT_URL must be mqtt://host:port or mqtts://host:port")
         return value
+
+    @model_validator(mode="after")
+    def _default_client_id(self) -> Settings:
+        if not self.mqtt_client_id:
+            user = MqttEndpoint.parse(self.mqtt_url).username
+            self.mqtt_client_id = user or f"moby-backend-{socket.gethostname()}"
+        return self
+
+    def client_id_conflict(self) -> str | None:
+        """Why MOBY_MQTT_CLIENT_ID cannot be used with MOBY_MQTT_URL's user, or None.
+
+        The broker binds client ids to usernames, so a different id would be silently replaced by
+        the username: two backends configured with one user and two ids would in fact share one
+        session and take it from each other on every reconnect. ``moby serve`` refuses to start.
+        """
+        user = MqttEndpoint.parse(self.mqtt_url).username
+        if user is None or self.mqtt_client_id == user:
+            return None
+        return (
+            f"MOBY_MQTT_CLIENT_ID={self.mqtt_client_id!r} differs from the user {user!r} of MOBY_MQTT_URL, "
+            "but the broker makes the username the client id (docs/BROKER.md): unset "
+            "MOBY_MQTT_CLIENT_ID (it defaults to the username) and give every backend a broker user "
+            "of its own (moby broker add-user NAME --role backend)"
+        )
 
     @field_validator("influx_url")
     @classmethod

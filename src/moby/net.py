@@ -30,6 +30,18 @@ class MqttEndpoint:
         )
 
 
+def connection_identity(username: str, index: int) -> str:
+    """The broker identity (username, and so client id) of connection ``index`` of one principal.
+
+    A broker set up by ``moby broker`` (or deploy/emqx) binds every client id to its username, so
+    one username holds one connection: a second connection with it takes the first one's place.
+    A gateway registered with ``--connections N`` (``moby simulate`` opens one connection per 500
+    sensors) is therefore N identities sharing one password: ``NAME`` for the first connection,
+    ``NAME.1`` … ``NAME.{N-1}`` for the others (docs/BROKER.md).
+    """
+    return username if index == 0 else f"{username}.{index}"
+
+
 def tls_context(
     ca_file: Path | None, cert_file: Path | None = None, key_file: Path | None = None
 ) -> ssl.SSLContext:

@@ -16,6 +16,7 @@ from moby.broker.acl import Role
 from moby.broker.pki import write_secret
 from moby.broker.setup import BrokerDir, SecureMosquitto
 from moby.config import Settings
+from moby.edge.simulate import SimConfig
 from moby.procs import ManagedProcess, free_port, http_ready, port_open
 from moby.store.influxd import Influxd
 
@@ -77,7 +78,12 @@ def run_up(
     bdir.ensure(mqtt_cert_port, mqtt_port)
     backend_password = bdir.ensure_user("moby-up-backend", Role.BACKEND)
     fleet_user = f"moby-up-fleet-{factory}"
-    fleet_password = bdir.ensure_user(fleet_user, Role.GATEWAY, factory=factory)
+    # The broker makes each username the client id: the simulator's gateway connections (one per
+    # 500 sensors) log in as fleet_user, fleet_user.1, … — one identity each, one password.
+    connections = -(-sensors // SimConfig.per_connection)
+    fleet_password = bdir.ensure_user(fleet_user, Role.GATEWAY, factory=factory, connections=connections)
+    # for people watching the stream: with the backend's user they would take its session over
+    bdir.ensure_user("moby-up-viewer", Role.READONLY)
     mqtt = f"127.0.0.1:{mqtt_port}"
     try:
         token_file = viewer_token(data_dir, data_dir / "backend")
@@ -104,6 +110,8 @@ def run_up(
             "MOBY_INFLUX_URL": influx.url,
             "MOBY_DATA_DIR": str(data_dir / "backend"),
             "MOBY_API_PORT": str(api_port),
+            # its user: the broker makes the username the client id (and a MOBY_MQTT_CLIENT_ID
+            # left in the shell must not reach `moby serve`, which would refuse it)
             "MOBY_MQTT_CLIENT_ID": "moby-up-backend",
         }
         with console.status("starting the backend…"):
@@ -162,7 +170,7 @@ def run_up(
             f"  InfluxDB     influx -port {influx_port} -database moby "
             "-execute 'SHOW MEASUREMENTS'\n"
             f"  live MQTT    mosquitto_sub -h 127.0.0.1 -p {mqtt_port} --cafile {bdir.ca_cert} "
-            f"-u moby-up-backend -P \"$(cat {bdir.password_path('moby-up-backend')})\" -t 'moby/#' -v\n"
+            f"-u moby-up-viewer -P \"$(cat {bdir.password_path('moby-up-viewer')})\" -t 'moby/#' -v\n"
             f"  a sensor     moby broker add-sensor SENSOR_ID --factory {factory} --dir {bdir.dir}\n"
             f"               then: moby edge --config {bdir.dir}/sensors/SENSOR_ID/agent.toml\n"
             f"  Grafana      moby grafana export {data_dir / 'grafana'} "

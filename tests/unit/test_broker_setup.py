@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from typer.testing import CliRunner
 
 from moby.broker import acl, auth
 from moby.broker.acl import Access, Principal, Role, Rule
+from moby.broker.commands import broker_app
 from moby.broker.pki import CertificateAuthority
-from moby.broker.setup import BrokerConfig, BrokerDir, BrokerSetupError
+from moby.broker.setup import MAX_CONNECTIONS, BrokerConfig, BrokerDir, BrokerSetupError
+from moby.config import Settings
 from moby.schema import QOS_POLICY, TopicKind
 
 
@@ -107,6 +114,109 @@ def test_the_generated_config(tmp_path: Path) -> None:
     # tests/integration/test_broker_security.py)
 
 
+def listener_blocks(conf: str) -> dict[str, list[str]]:
+    """Each ``listener`` line of a mosquitto.conf → the option lines up to the next one."""
+    blocks: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in conf.splitlines():
+        if line.startswith("listener "):
+            current = blocks.setdefault(line, [])
+        elif current is not None and line and not line.startswith("#"):
+            current.append(line)
+    return blocks
+
+
+def test_every_listener_binds_the_client_id_to_the_identity(tmp_path: Path) -> None:
+    """Without it, any credential could connect with another client's id and take its session."""
+    bdir = BrokerDir(tmp_path / "b")
+    bdir.init(BrokerConfig(cert_port=18883, password_port=18884, local_port=11883))
+    blocks = listener_blocks(bdir.conf.read_text())
+    assert set(blocks) == {"listener 18883 0.0.0.0", "listener 18884 0.0.0.0", "listener 11883 127.0.0.1"}
+    for listener, options in blocks.items():
+        assert "use_username_as_clientid true" in options, listener
+    assert "use_identity_as_username true" in blocks["listener 18883 0.0.0.0"]  # the CN is the username
+    # no local listener unless asked for; the other two bind ids all the same
+    bdir.init(BrokerConfig(cert_port=18883, password_port=18884), force=True)
+    blocks = listener_blocks(bdir.conf.read_text())
+    assert len(blocks) == 2 and all("use_username_as_clientid true" in o for o in blocks.values())
+
+
+def test_a_gateway_with_several_connections_is_one_identity_per_connection(tmp_path: Path) -> None:
+    bdir = BrokerDir(tmp_path / "b")
+    bdir.init(BrokerConfig())
+    bdir.add_user("gw", Role.GATEWAY, factory="f1", connections=3)
+    bdir.add_user("backend", Role.BACKEND)
+    passwd = dict(line.split(":", 1) for line in (bdir.dir / "passwd").read_text().splitlines())
+    assert set(passwd) == {"gw", "gw.1", "gw.2", "backend"}
+    assert passwd["gw"] == passwd["gw.1"] == passwd["gw.2"]  # one password
+    assert auth.verify_password(bdir.password_path("gw").read_text().strip(), passwd["gw.2"])
+    rules = acl.parse_mosquitto((bdir.dir / "acl").read_text())
+    for identity in ("gw", "gw.1", "gw.2"):  # each with the gateway's rights, and only those
+        assert {(r.access, r.topic) for r in rules if r.username == identity} == {
+            (r.access, r.topic) for r in acl.rules_for(Principal("gw", Role.GATEWAY, "f1"))
+        }
+    assert not (bdir.dir / "users" / "gw.1.password").exists()
+
+    # a name another principal connects as is taken, both ways round
+    for taken in (lambda: bdir.add_sensor("gw.1", "f1"), lambda: bdir.add_user("gw.2", Role.READONLY)):
+        with pytest.raises(BrokerSetupError, match="connection identity of 'gw'"):
+            taken()
+    bdir.add_user("x.1", Role.READONLY)
+    with pytest.raises(BrokerSetupError, match=r"connection identity of 'x\.1'"):
+        bdir.add_user("x", Role.GATEWAY, factory="f1", connections=2)
+    # only gateways hold several connections; bounded
+    with pytest.raises(BrokerSetupError, match="only a gateway"):
+        bdir.add_user("b2", Role.BACKEND, connections=2)
+    for bad in (0, MAX_CONNECTIONS + 1):
+        with pytest.raises(BrokerSetupError, match="between 1 and"):
+            bdir.add_user("g2", Role.GATEWAY, factory="f1", connections=bad)
+
+    # ensure_user (moby up) resizes a gateway and keeps its password
+    password = bdir.password_path("gw").read_text().strip()
+    assert bdir.ensure_user("gw", Role.GATEWAY, factory="f1", connections=1) == password
+    passwd = dict(line.split(":", 1) for line in (bdir.dir / "passwd").read_text().splitlines())
+    assert {"gw.1", "gw.2"}.isdisjoint(passwd) and "gw" in passwd
+    assert bdir.ensure_user("gw", Role.GATEWAY, factory="f1", connections=2) == password
+    assert bdir.load().identities("gw") == ["gw", "gw.1"]
+    bdir.remove("gw")
+    assert "gw.1" not in (bdir.dir / "passwd").read_text()
+
+
+def test_the_backends_client_id_is_its_broker_user(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MOBY_MQTT_CLIENT_ID", raising=False)
+    monkeypatch.delenv("MOBY_CONFIG", raising=False)
+    with_user = Settings(mqtt_url="mqtts://backend-2:pw@mqtt.example.com:8884")
+    assert with_user.mqtt_client_id == "backend-2" and with_user.client_id_conflict() is None
+    anonymous = Settings(mqtt_url="mqtt://127.0.0.1:1883")  # a development broker without users
+    assert anonymous.mqtt_client_id == f"moby-backend-{socket.gethostname()}"
+    assert anonymous.client_id_conflict() is None
+    assert Settings(mqtt_url="mqtt://127.0.0.1:1883", mqtt_client_id="b7").client_id_conflict() is None
+    same = Settings(mqtt_url="mqtts://backend-2:pw@h:8884", mqtt_client_id="backend-2")
+    assert same.client_id_conflict() is None
+    other = Settings(mqtt_url="mqtts://backend:s3cr3t@h:8884", mqtt_client_id="moby-backend-1")
+    problem = other.client_id_conflict()
+    assert problem is not None and "'moby-backend-1'" in problem and "'backend'" in problem
+    assert "s3cr3t" not in problem  # the URL's password is not repeated
+
+
+def test_moby_serve_refuses_a_client_id_the_broker_would_replace(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "MOBY_MQTT_URL": "mqtts://backend:secret-pw@127.0.0.1:1/",
+        "MOBY_MQTT_CLIENT_ID": "moby-backend-1",
+        "MOBY_DATA_DIR": str(tmp_path),
+    }
+    env.pop("MOBY_CONFIG", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "moby", "serve"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "MOBY_MQTT_CLIENT_ID='moby-backend-1'" in lines[0], done.stderr
+    assert "Traceback" not in done.stderr and "secret-pw" not in done.stderr
+    assert not (tmp_path / "queue.sqlite").exists()  # refused before anything started
+
+
 def test_commands_refuse_what_would_break_the_setup(tmp_path: Path) -> None:
     bdir = BrokerDir(tmp_path / "b")
     with pytest.raises(BrokerSetupError):
@@ -124,3 +234,20 @@ def test_commands_refuse_what_would_break_the_setup(tmp_path: Path) -> None:
         bdir.add_user("g", Role.GATEWAY)  # no factory
     with pytest.raises(BrokerSetupError):
         bdir.remove("nobody")
+
+
+def test_render_brings_an_older_setup_up_to_date(tmp_path: Path) -> None:
+    """`moby broker render`: a mosquitto.conf written before client ids were bound gets the binding."""
+    runner = CliRunner()
+    missing = runner.invoke(broker_app, ["render", "--dir", str(tmp_path / "none")])
+    assert missing.exit_code == 1 and "run `moby broker init` first" in " ".join(missing.output.split())
+    bdir = BrokerDir(tmp_path / "b")
+    bdir.init(BrokerConfig(cert_port=18883, password_port=18884))
+    bdir.add_user("gw", Role.GATEWAY, factory="f1", connections=2)
+    old = bdir.conf.read_text().replace("use_username_as_clientid true\n", "")
+    bdir.conf.write_text(old)
+    (bdir.dir / "passwd").write_text("")
+    done = runner.invoke(broker_app, ["render", "--dir", str(bdir.dir)])
+    assert done.exit_code == 0, done.output
+    assert all("use_username_as_clientid true" in o for o in listener_blocks(bdir.conf.read_text()).values())
+    assert [line.split(":")[0] for line in (bdir.dir / "passwd").read_text().splitlines()] == ["gw", "gw.1"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,18 @@ def test_listeners_match_the_mosquitto_setup(conf: Any) -> None:
     assert conf["mqtt"]["max_packet_size"] == Limits().max_packet_size
 
 
+def test_every_listener_binds_the_client_id_to_the_identity(conf: Any) -> None:
+    """As `use_username_as_clientid` on every Mosquitto listener: no credential can connect with
+    another client's id and take over its session."""
+    assert conf["mqtt"]["use_username_as_clientid"] is True  # the default zone: the password listener
+    listeners = conf["listeners"]["ssl"]
+    assert "zone" not in listeners["passwords"]
+    sensors = conf["zones"][listeners["sensors"]["zone"]]["mqtt"]
+    assert sensors["use_username_as_clientid"] is True and sensors["peer_cert_as_username"] == "cn"
+    # a CONNECT without a username would keep the client id it asked for: refused at once
+    assert listeners["passwords"]["enable_authn"] == "quick_deny_anonymous"
+
+
 def test_users_and_acl_come_from_the_exported_files(conf: Any) -> None:
     (authn,) = conf["authentication"]
     assert authn["bootstrap_file"] == f"{emqx.MOUNT}/users.csv" and authn["bootstrap_type"] == "hash"
@@ -86,15 +99,21 @@ def test_three_nodes_a_load_balancer_and_shared_subscriptions(conf: Any, compose
             assert f"{services[node]['hostname']}:{port} check" in haproxy
     backends = [s for name, s in services.items() if name.startswith("backend")]
     assert len(backends) >= 2
-    client_ids = set()
+    users, groups = set(), set()
+    header = (DEPLOY / "docker-compose.yml").read_text().split("\nx-emqx")[0]
     for svc in backends:
         env = svc["environment"]
-        assert env["MOBY_MQTT_SHARE_GROUP"]
-        endpoint = MqttEndpoint.parse(env["MOBY_MQTT_URL"].replace("${MOBY_BACKEND_PASSWORD:?}", "x"))
-        assert endpoint.tls and endpoint.port == DEFAULTS.password_port and endpoint.username == "backend"
+        groups.add(env["MOBY_MQTT_SHARE_GROUP"])
+        endpoint = MqttEndpoint.parse(re.sub(r"\$\{[A-Z0-9_]+:\?\}", "x", env["MOBY_MQTT_URL"]))
+        assert endpoint.tls and endpoint.port == DEFAULTS.password_port
         assert endpoint.host in lb["networks"]["moby"]["aliases"]
-        client_ids.add(env["MOBY_MQTT_CLIENT_ID"])
-    assert len(client_ids) == len(backends)  # one session each; the share group splits the stream
+        assert endpoint.username is not None
+        # The broker makes the username the client id: `moby serve` refuses another one.
+        assert env.get("MOBY_MQTT_CLIENT_ID", endpoint.username) == endpoint.username
+        assert f"moby broker add-user {endpoint.username} --role backend" in header  # how to create it
+        users.add(endpoint.username)
+    assert len(users) == len(backends)  # a user, so a session, each; the share group splits the stream
+    assert len(groups) == 1 and groups != {""}
 
 
 def test_the_exported_acl_and_users_equal_the_mosquitto_ones(tmp_path: Path) -> None:
@@ -104,20 +123,21 @@ def test_the_exported_acl_and_users_equal_the_mosquitto_ones(tmp_path: Path) -> 
     bdir.add_sensor("temp-9", "plant-b")
     for name, role in (("backend", Role.BACKEND), ("ops", Role.OPERATOR), ("view", Role.READONLY)):
         bdir.add_user(name, role)
-    bdir.add_user("gw", Role.GATEWAY, factory="plant-a")
+    bdir.add_user("gw", Role.GATEWAY, factory="plant-a", connections=2)
     out = tmp_path / "emqx"
     emqx.export(bdir, out)
 
     mosquitto_rules = acl.parse_mosquitto((bdir.dir / "acl").read_text())
     emqx_rules = acl.parse_emqx((out / "acl.conf").read_text())
     assert sorted(emqx_rules) == sorted(mosquitto_rules)
-    assert {r.username for r in emqx_rules} == {"vib-1", "temp-9", "backend", "ops", "view", "gw"}
+    assert {r.username for r in emqx_rules} == {"vib-1", "temp-9", "backend", "ops", "view", "gw", "gw.1"}
 
     with open(out / "users.csv") as f:
         users = {row["user_id"]: row for row in csv.DictReader(f)}
-    assert set(users) == {"backend", "ops", "view", "gw", "vib-1"}  # temp-9 has only a certificate
-    for name in ("backend", "gw"):
-        password = bdir.password_path(name).read_text().strip()
+    # temp-9 has only a certificate; the gateway's second connection is an identity of its own
+    assert set(users) == {"backend", "ops", "view", "gw", "gw.1", "vib-1"}
+    for name, owner in (("backend", "backend"), ("gw", "gw"), ("gw.1", "gw")):
+        password = bdir.password_path(owner).read_text().strip()
         row = users[name]
         # what EMQX's pbkdf2 authenticator computes from the password the client sends
         digest = hashlib.pbkdf2_hmac("sha512", password.encode(), row["salt"].encode(), 20000, 64)

@@ -112,20 +112,35 @@ def add_user(
     name: Annotated[str, typer.Argument(help="the username")],
     role: Annotated[Role, typer.Option(help="backend | operator | readonly | gateway")],
     factory: Annotated[str | None, typer.Option(help="gateway only: the factory it speaks for")] = None,
+    connections: Annotated[
+        int,
+        typer.Option(
+            help="gateway only: connections it holds at once, as NAME, NAME.1, … (one password); "
+            "every other client needs a user of its own"
+        ),
+    ] = 1,
     directory: DirOption = None,
     reload: Annotated[bool, typer.Option(help="SIGHUP the running broker")] = True,
 ) -> None:
-    """Add a password user; the generated password is written to DIR/users/NAME.password (0600)."""
+    """Add a password user; the generated password is written to DIR/users/NAME.password (0600).
+
+    The username is also the MQTT client id (the broker enforces it), so every backend process
+    needs a user of its own.
+    """
     bdir = _dir(directory)
     if role not in USER_ROLES:
         console.print(f"[red]--role must be one of {', '.join(r.value for r in USER_ROLES)}")
         raise typer.Exit(2)
     try:
-        path = bdir.add_user(name, role, factory=factory)
+        path = bdir.add_user(name, role, factory=factory, connections=connections)
     except BrokerSetupError as exc:
         console.print(f"[red]{exc}")
         raise typer.Exit(1) from None
     console.print(f"[green]✓[/] user {name} ({role.value}): password in {path}")
+    if connections > 1:
+        names = bdir.load().identities(name)
+        shown = ", ".join(names) if len(names) <= 4 else f"{names[0]}, {names[1]} … {names[-1]}"
+        console.print(f"  connects as {shown} (one connection each, one password)")
     _reload(bdir, reload)
 
 
@@ -172,7 +187,25 @@ def list_principals(directory: DirOption = None) -> None:
         how = "+".join(
             w for w, on in (("cert", entry.get("serial")), ("password", entry.get("password_hash"))) if on
         )
+        connections = len(registry.identities(name))
+        if connections > 1:
+            how += f"\t{connections} connections"
         print(f"{name}\t{entry['role']}\t{entry.get('factory') or '-'}\t{how}")
+
+
+@broker_app.command()
+def render(directory: DirOption = None) -> None:
+    """Rewrite mosquitto.conf, passwd, acl and the CRL from the registry (after upgrading MOBY).
+
+    Listener settings (such as binding client ids to users) take effect when the broker restarts.
+    """
+    bdir = _dir(directory)
+    try:
+        bdir.render()
+    except BrokerSetupError as exc:
+        console.print(f"[red]{exc}")
+        raise typer.Exit(1) from None
+    console.print(f"[green]✓[/] {bdir.conf} and the files it names rewritten; restart the broker to apply")
 
 
 @broker_app.command()

@@ -5,7 +5,9 @@
 
     acl.conf          the file authorizer, rendered from the same rules as Mosquitto's acl_file
     users.csv   0600  the built-in database's bootstrap (user_id,password_hash,salt,is_superuser),
-                      the very PBKDF2-SHA512 hashes of the Mosquitto password file
+                      the very PBKDF2-SHA512 hashes of the Mosquitto password file, one row per
+                      connection identity (emqx.conf makes the username the client id, as
+                      Mosquitto's ``use_username_as_clientid``)
     ca.crt, server.crt, server.key (0600)
 
 The files' names and the PBKDF2 parameters are constants here that the deploy test checks
@@ -39,10 +41,10 @@ def export(bdir: BrokerDir, out: Path) -> list[Path]:
     registry = bdir.load()
     out.mkdir(parents=True, exist_ok=True)
     out.chmod(0o700)
-    principals = [registry.principal(n) for n in registry.principals]
-    hashes = {n: e["password_hash"] for n, e in registry.principals.items() if e.get("password_hash")}
+    # every connection identity (a gateway's NAME, NAME.1, …) is a user of its own, as in Mosquitto
+    principals = registry.connection_principals()
     pki.write_public(out / "acl.conf", acl.render_emqx(acl.all_rules(principals)).encode())
-    pki.write_secret(out / "users.csv", users_csv(hashes).encode())
+    pki.write_secret(out / "users.csv", users_csv(registry.password_hashes()).encode())
     shutil.copyfile(bdir.ca_cert, out / "ca.crt")
     shutil.copyfile(bdir.dir / "server" / "server.crt", out / "server.crt")
     pki.write_secret(out / "server.key", (bdir.dir / "server" / "server.key").read_bytes())

@@ -20,12 +20,20 @@ so certificates and passwords need a listener each; ``per_listener_settings fals
 global password file, ACL and ``allow_anonymous false`` for all of them):
 
 * ``cert_port`` (8883): TLS ≥ 1.2, a client certificate from our CA is required, its CN is the
-  username, and the client id is forced to it (no device can take over another's session);
-  certificates on the CRL are refused. Sensors connect here.
+  username; certificates on the CRL are refused. Sensors connect here.
 * ``password_port`` (8884): TLS ≥ 1.2, username and password. The backend, people, and devices
   that cannot hold a certificate.
 * ``local_port`` (off unless given): plain TCP on 127.0.0.1 only, username and password, for
   local tools on the broker's host.
+
+Identities: on *every* listener the client id is replaced by the username
+(``use_username_as_clientid``). MQTT keys a session by client id, and a CONNECT with a client id
+that is online takes its session over (the other connection is dropped, its Last Will published,
+a persistent session resumed by the newcomer). Without the binding any credential could do that
+to any client — the backend's session included. With it, a client id is only reachable with that
+identity's certificate or password. Hence one connection per identity: several backends need a
+user each, and a gateway that opens several connections is registered with ``connections`` N,
+i.e. N identities sharing one password (:func:`moby.net.connection_identity`).
 """
 
 from __future__ import annotations
@@ -43,10 +51,13 @@ from typing import Any
 from moby.broker import acl, auth, pki
 from moby.broker.acl import Principal, Role
 from moby.broker.mosquitto import MOSQUITTO
+from moby.net import connection_identity
 from moby.procs import ManagedProcess, port_open
 from moby.schema import ID_RE, MAX_PAYLOAD_BYTES
 
 USER_ROLES = (Role.BACKEND, Role.OPERATOR, Role.READONLY, Role.GATEWAY)
+# Connections one gateway user may hold (``moby simulate``: one per 500 sensors).
+MAX_CONNECTIONS = 256
 
 
 class BrokerSetupError(Exception):
@@ -111,6 +122,37 @@ class Registry:
         entry = self.principals[name]
         return Principal(name, Role(entry["role"]), entry.get("factory"))
 
+    def identities(self, name: str) -> list[str]:
+        """The usernames (= client ids) principal ``name`` connects with: one per connection."""
+        count = int(self.principals[name].get("connections") or 1)
+        return [connection_identity(name, i) for i in range(count)]
+
+    def owner(self, identity: str) -> str | None:
+        """The principal that ``identity`` belongs to, if any (its own name, or NAME.k of NAME)."""
+        if identity in self.principals:
+            return identity
+        base, _, k = identity.rpartition(".")
+        if base in self.principals and k.isdigit() and identity in self.identities(base):
+            return base
+        return None
+
+    def connection_principals(self) -> list[Principal]:
+        """Every identity as a principal of its own (same role and factory): what the broker sees."""
+        out = []
+        for name in self.principals:
+            p = self.principal(name)
+            out += [Principal(identity, p.role, p.factory) for identity in self.identities(name)]
+        return out
+
+    def password_hashes(self) -> dict[str, str]:
+        """identity → hash: the connections of one principal share its password."""
+        return {
+            identity: entry["password_hash"]
+            for name, entry in self.principals.items()
+            if entry.get("password_hash")
+            for identity in self.identities(name)
+        }
+
 
 class BrokerDir:
     def __init__(self, directory: Path) -> None:
@@ -171,16 +213,31 @@ class BrokerDir:
         self._write(registry, pki.CertificateAuthority.load(self.dir / "ca"))
         return registry
 
-    def ensure_user(self, name: str, role: Role, *, factory: str | None = None) -> str:
-        """The password of user ``name``, created with ``role`` if it does not exist yet."""
+    def render(self) -> Registry:
+        """Rewrite mosquitto.conf, the password file, the ACL and the CRL from the registry."""
+        registry = self.load()
+        self._write(registry, pki.CertificateAuthority.load(self.dir / "ca"))
+        return registry
+
+    def ensure_user(self, name: str, role: Role, *, factory: str | None = None, connections: int = 1) -> str:
+        """The password of user ``name``, created with ``role`` if it does not exist yet.
+
+        An existing gateway user gets ``connections`` identities (more or fewer than before),
+        keeping its password.
+        """
         registry = self.load()
         entry = registry.principals.get(name)
         if entry is None or not self.password_path(name).exists():
             if entry is not None:
                 self.remove(name)
-            self.add_user(name, role, factory=factory)
+            self.add_user(name, role, factory=factory, connections=connections)
         elif entry["role"] != role.value or entry.get("factory") != factory:
             raise BrokerSetupError(f"{name!r} exists with another role or factory")
+        elif int(entry.get("connections") or 1) != connections:
+            _check_connections(role, connections)
+            entry["connections"] = connections
+            self._check_free(registry, name, registry.identities(name)[1:])
+            self._write(registry, pki.CertificateAuthority.load(self.dir / "ca"))
         return self.password_path(name).read_text().strip()
 
     def add_sensor(self, sensor_id: str, factory: str, *, password: bool = False) -> Path:
@@ -190,6 +247,7 @@ class BrokerDir:
         registry = self.load()
         if sensor_id in registry.principals:
             raise BrokerSetupError(f"{sensor_id!r} exists already (remove it first to re-issue)")
+        self._check_free(registry, sensor_id, [sensor_id])
         ca = pki.CertificateAuthority.load(self.dir / "ca")
         issued = ca.issue_client(sensor_id)
         secret = auth.generate_password() if password else None
@@ -210,8 +268,11 @@ class BrokerDir:
         self._write(registry, ca)
         return bundle
 
-    def add_user(self, name: str, role: Role, *, factory: str | None = None) -> Path:
-        """A password principal; the generated password goes to ``users/NAME.password`` (0600)."""
+    def add_user(self, name: str, role: Role, *, factory: str | None = None, connections: int = 1) -> Path:
+        """A password principal; the generated password goes to ``users/NAME.password`` (0600).
+
+        A gateway may hold ``connections`` connections at once: identities ``NAME``, ``NAME.1``, …
+        """
         _check_id(name, "user name")
         if role not in USER_ROLES:
             raise BrokerSetupError(f"role must be one of {', '.join(r.value for r in USER_ROLES)}")
@@ -219,9 +280,11 @@ class BrokerDir:
             if not factory:
                 raise BrokerSetupError("a gateway user needs --factory")
             _check_id(factory, "factory id")
+        _check_connections(role, connections)
         registry = self.load()
         if name in registry.principals:
             raise BrokerSetupError(f"{name!r} exists already")
+        self._check_free(registry, name, [connection_identity(name, i) for i in range(connections)])
         secret = auth.generate_password()
         registry.principals[name] = {
             "role": role.value,
@@ -229,6 +292,8 @@ class BrokerDir:
             "serial": None,
             "password_hash": auth.hash_password(secret),
         }
+        if connections != 1:
+            registry.principals[name]["connections"] = connections
         pki.write_secret(self.password_path(name), secret.encode() + b"\n")
         self._write(registry, pki.CertificateAuthority.load(self.dir / "ca"))
         return self.password_path(name)
@@ -257,13 +322,22 @@ class BrokerDir:
             return False
         return True
 
+    @staticmethod
+    def _check_free(registry: Registry, name: str, identities: list[str]) -> None:
+        """Refuse identities another principal already connects as (one client id, one owner)."""
+        for identity in identities:
+            owner = registry.owner(identity)
+            if owner is not None and owner != name:
+                raise BrokerSetupError(
+                    f"{identity!r} is already a connection identity of {owner!r}: choose another name"
+                )
+
     # -- rendering -------------------------------------------------------------------------------
     def _write(self, registry: Registry, ca: pki.CertificateAuthority) -> None:
-        principals = [registry.principal(n) for n in registry.principals]
-        hashes = {n: e["password_hash"] for n, e in registry.principals.items() if e.get("password_hash")}
+        principals = registry.connection_principals()
         (self.dir / "data").mkdir(exist_ok=True)
         pki.write_secret(self.dir / "registry.json", registry.to_json().encode())
-        pki.write_secret(self.dir / "passwd", auth.password_file(hashes).encode())
+        pki.write_secret(self.dir / "passwd", auth.password_file(registry.password_hashes()).encode())
         pki.write_secret(self.dir / "acl", acl.render_mosquitto(acl.all_rules(principals)).encode())
         pki.write_public(self.dir / "ca" / "crl.pem", ca.crl(registry.revoked))
         self.conf.write_text(mosquitto_conf(self, registry.config))
@@ -293,6 +367,16 @@ class BrokerDir:
 def _check_id(value: str, what: str) -> None:
     if not ID_RE.fullmatch(value):
         raise BrokerSetupError(f"{what} {value!r} must match {ID_RE.pattern}")
+
+
+def _check_connections(role: Role, connections: int) -> None:
+    if role is not Role.GATEWAY and connections != 1:
+        raise BrokerSetupError(
+            f"--connections {connections}: only a gateway user holds several connections; "
+            "give every other client (each backend, each person) a user of its own"
+        )
+    if not 1 <= connections <= MAX_CONNECTIONS:
+        raise BrokerSetupError(f"--connections {connections} must be between 1 and {MAX_CONNECTIONS}")
 
 
 def mosquitto_conf(bdir: BrokerDir, cfg: BrokerConfig) -> str:
@@ -327,6 +411,10 @@ max_packet_size {lim.max_packet_size}
 persistent_client_expiration 14d
 set_tcp_nodelay false
 
+# On every listener the client id is the username (the sensor's CN on the certificate
+# listener): a client id, and the session it names, belongs to one identity, so no credential
+# can take over another client's session (docs/BROKER.md). Read at start only, not on SIGHUP.
+
 # sensors: mutual TLS, the certificate's CN is the username and the client id
 listener {cfg.cert_port} {cfg.bind}
 {tls}cafile {bdir.ca_cert}
@@ -335,13 +423,15 @@ require_certificate true
 use_identity_as_username true
 use_username_as_clientid true
 
-# the backend, people, password devices: TLS, username and password
+# the backend, people, password devices: TLS, username and password; the username is the client id
 listener {cfg.password_port} {cfg.bind}
-{tls}"""
+{tls}use_username_as_clientid true
+"""
     if cfg.local_port:
         text += f"""
-# local tools on this host only: plain TCP, username and password
+# local tools on this host only: plain TCP, username and password; the username is the client id
 listener {cfg.local_port} 127.0.0.1
+use_username_as_clientid true
 """
     return text
 

@@ -25,7 +25,7 @@ from moby.edge.buffer import BATCH_BODY_BUDGET, BufferedReading
 from moby.edge.fleet import VirtualSensor
 from moby.edge.messages import WILL_PAYLOAD, birth_payload, connect_with_failover, offline_payload
 from moby.mqtt import MqttConnection, MqttError, SessionOptions, keepalive
-from moby.net import Backoff, MqttEndpoint
+from moby.net import Backoff, MqttEndpoint, connection_identity
 from moby.schema import MAX_READINGS, Topic, TopicKind
 
 if TYPE_CHECKING:
@@ -56,6 +56,7 @@ class Gateway:
 
     def __init__(self, sim: Simulator, index: int, sensors: list[VirtualSensor]) -> None:
         self.sim = sim
+        self.index = index
         self.gateway_id = f"sim-gw-{index:02d}"
         self.client_id = f"moby-sim-{sim.cfg.factory_id}-gw{index:02d}"
         self.sensors = sensors
@@ -73,9 +74,12 @@ class Gateway:
         brokers = [MqttEndpoint.parse(url) for url in sim.cfg.brokers]
 
         def options(endpoint: MqttEndpoint) -> SessionOptions:
+            # With a user, each connection is an identity of its own (the broker makes the
+            # username the client id, so connections sharing one would take each other's place).
+            user = connection_identity(endpoint.username, self.index) if endpoint.username else None
             return SessionOptions(
-                client_id=self.client_id,
-                username=endpoint.username,
+                client_id=user or self.client_id,
+                username=user,
                 password=endpoint.password,
                 clean_start=True,  # the buffer holds what is unsent
                 session_expiry_s=0,

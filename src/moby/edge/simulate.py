@@ -11,7 +11,9 @@ Designed for thousands of sensors at 1 Hz on one core:
 - sampling is spread over ~100 ms ticks (a slice of the fleet each), and each tick's readings
   are stored with one ``append_many`` (one transaction, one fsync) in a worker thread;
 - sensors share connections: one *gateway* connection per ``per_connection`` sensors
-  (default 500: 4 connections for 2,000 sensors), client id ``moby-sim-<factory>-gw<NN>``. On a
+  (default 500: 4 connections for 2,000 sensors), client id ``moby-sim-<factory>-gw<NN>``; with a
+  username in the URL, connection ``k`` logs in as ``USER`` (k = 0) or ``USER.k`` and that is its
+  client id (a gateway user with ``--connections``: docs/BROKER.md). On a
   connection, every sensor's live readings of a round go out at once (one message per sensor,
   a batch if it has several) and the round's PUBACKs are acknowledged to the buffer in one
   ``DELETE``; a sensor never has two live messages in flight, so its live stream stays in order.
