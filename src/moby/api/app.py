@@ -42,8 +42,9 @@ The resolution follows the range and `max_points` (see docs/QUERY.md): the step 
 `(end - start) / max_points` (without `max_points`: `/ 360`, so under 6 h reads `raw`, under 15 days
 `rollup_1m`, longer `rollup_1h`); the coarsest policy whose own step fits it is read, and a range older
 than a policy's retention (30 days for raw) moves to the next coarser one. Past `max_points` the
-points are averaged into equal buckets (`interval_ms`). Field names are the same at every
-resolution: a rollup's `x` is the mean over its bucket; `extremes=true` adds `x_min` and `x_max`.
+points are summarised into equal buckets (`interval_ms`). Field names are the same at every
+resolution: a rollup's `x` is the field's aggregate over its bucket (the mean; the maximum of zones
+and peaks; the energy mean of levels in dB: see docs/QUERY.md); `extremes=true` adds `x_min` and `x_max`.
 The answer's `resolution` names the retention policy read.
 """
 
