@@ -92,3 +92,52 @@ def shape_points(
         if len(point) > 1:
             points.append(point)
     return points
+
+
+# Values that are not readings of the sensor's quantities: the sequence number (answered on its
+# own) and the backend's quality code.
+_NOT_VALUES = frozenset({"seq", "qc"})
+
+
+def latest_query(
+    database: str, measurements: list[str], window_s: int, factory_id: str | None, limit: int
+) -> str:
+    """One statement per measurement: the newest raw point of each sensor in the window."""
+    only = f" AND factory_id = {quote_string(factory_id)}" if factory_id else ""
+    return ";".join(
+        f"SELECT * FROM {quote_ident(database)}.{quote_ident(RAW)}.{quote_ident(m)} "
+        f"WHERE time > now() - {window_s}s{only} GROUP BY factory_id, sensor_id "
+        f"ORDER BY time DESC LIMIT 1 SLIMIT {limit}"
+        for m in measurements
+    )
+
+
+def shape_latest(
+    results: list[dict[str, Any]], measurements: list[str], iso: Callable[[int], str | None]
+) -> list[dict[str, Any]]:
+    """Each sensor's newest point: numeric fields as ``values`` (tags and strings left out)."""
+    items: list[dict[str, Any]] = []
+    for measurement, result in zip(measurements, results, strict=True):
+        for series in result.get("series", []):
+            tags = series.get("tags", {})
+            row = dict(zip(series["columns"], series["values"][0], strict=True))
+            values = {
+                k: float(v)
+                for k, v in row.items()
+                if k != "time"
+                and k not in _NOT_VALUES
+                and isinstance(v, int | float)
+                and not isinstance(v, bool)
+            }
+            seq = row.get("seq")
+            items.append(
+                {
+                    "factory_id": tags.get("factory_id", ""),
+                    "sensor_id": tags.get("sensor_id", ""),
+                    "measurement": measurement,
+                    "time": iso(row["time"]),
+                    "seq": seq if isinstance(seq, int) else None,
+                    "values": values,
+                }
+            )
+    return sorted(items, key=lambda i: (i["factory_id"], i["sensor_id"]))
