@@ -1,7 +1,10 @@
 // MOBY console: a tile per sensor with its newest values, state and vibration zone; a live SVG
 // chart per sensor; the fleet table. From the backend's JSON API only: no library, no network
 // access beyond this backend. The DOM is built with textContent (never innerHTML), so sensor IDs
-// and metadata cannot inject markup.
+// and metadata cannot inject markup. Served under a strict Content-Security-Policy: no inline
+// script or style, nothing from another origin.
+// When the backend requires API tokens (docs/SECURITY.md) the page asks for one and keeps it in
+// sessionStorage (this tab only), sending it as `Authorization: Bearer`.
 "use strict";
 
 const REFRESH_MS = 5000;
@@ -70,8 +73,10 @@ const ZONES = [
 ];
 const STATE_WORDS = { online: "online", stale: "stale", offline: "offline", nodata: "no readings" };
 const SVG = "http://www.w3.org/2000/svg";
+const TOKEN_KEY = "moby-api-token";
 const state = {
   paused: false, sensors: [], latest: new Map(), latestOk: true, intervals: new Map(), lastAnnounced: "", timer: null,
+  needToken: false,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -115,11 +120,39 @@ function timeEl(iso, prefix = "") {
   return el("time", { datetime: iso, title: iso }, prefix + ago(Date.parse(iso)));
 }
 
+class AuthError extends Error {
+  constructor(status, message) { super(message); this.status = status; }
+}
+
 async function getJSON(url) {
-  const r = await fetch(url, { headers: { Accept: "application/json" } });
+  const headers = { Accept: "application/json" };
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const r = await fetch(url, { headers });
+  if (r.status === 401 || r.status === 403) {
+    let detail = "";
+    try { detail = (await r.json()).detail || ""; } catch (e) { detail = ""; }
+    throw new AuthError(r.status, String(detail || `HTTP ${r.status}`));
+  }
   if (!r.ok) throw new Error(`HTTP ${r.status}`);
   return r.json();
 }
+
+function askForToken(err) {
+  const had = Boolean(sessionStorage.getItem(TOKEN_KEY));
+  const message = err.status === 403
+    ? `This token may not read the fleet: ${err.message}. Enter a viewer token (or above).`
+    : had ? "The token was refused (unknown, revoked or malformed). Enter another."
+      : "This backend needs an API token (viewer or above).";
+  state.needToken = true;
+  $("login-message").textContent = message;
+  $("status").textContent = message;
+  state.lastAnnounced = "";
+  const form = $("login");
+  if (form.hidden) { form.hidden = false; $("token").focus(); }
+}
+
+function showForget() { $("forget").hidden = !sessionStorage.getItem(TOKEN_KEY); }
 
 function zoneOf(latest) {
   const z = latest && latest.values.iso_zone;
@@ -422,12 +455,13 @@ async function refreshCharts(sensors) {
 }
 
 async function refresh() {
-  if (state.paused) return;
+  if (state.paused || state.needToken) return;
   try {
     const factory = $("factory").value;
     const latestUrl = "/api/v1/latest" + (factory ? `?factory_id=${encodeURIComponent(factory)}` : "");
     const [sensorsAnswer, latestAnswer] = await Promise.allSettled([getJSON("/api/v1/sensors"), getJSON(latestUrl)]);
     if (sensorsAnswer.status === "rejected") throw sensorsAnswer.reason;
+    if (latestAnswer.status === "rejected" && latestAnswer.reason instanceof AuthError) throw latestAnswer.reason;
     const all = sensorsAnswer.value.items;
     // Without InfluxDB there are no values to show, but the states still are.
     state.latestOk = latestAnswer.status === "fulfilled";
@@ -450,6 +484,7 @@ async function refresh() {
     await refreshCharts(sensors);
     document.body.dataset.loaded = "true";
   } catch (err) {
+    if (err instanceof AuthError) { askForToken(err); return; }
     $("status").textContent = `Update failed: ${err.message}. Retrying.`;
     state.lastAnnounced = "";
   }
@@ -471,5 +506,25 @@ document.addEventListener("DOMContentLoaded", () => {
     state.lastAnnounced = "";
     if (!state.paused) refresh();
   });
+  $("login").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const token = $("token").value.trim();
+    if (!token) return;
+    sessionStorage.setItem(TOKEN_KEY, token);
+    $("token").value = "";
+    $("login").hidden = true;
+    state.needToken = false;
+    showForget();
+    $("status").textContent = "Loading…";
+    refresh();
+  });
+  $("forget").addEventListener("click", () => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    showForget();
+    $("status").textContent = "Token forgotten.";
+    state.lastAnnounced = "";
+    refresh();
+  });
+  showForget();
   refresh().then(schedule);
 });
