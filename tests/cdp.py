@@ -112,7 +112,19 @@ class Browser:
             "Input.dispatchKeyEvent", type="keyUp", key=key, code=code, windowsVirtualKeyCode=key_code
         )
 
-    async def screenshot(self, path: Path) -> Path:
-        result = await self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+    async def viewport(self, width: int, height: int) -> None:
+        """Make the page's viewport exactly ``width`` × ``height`` CSS pixels (scale 1), as a
+        desktop browser window of that inner size."""
+        await self.send(
+            "Emulation.setDeviceMetricsOverride",
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
+
+    async def screenshot(self, path: Path, *, full_page: bool = True) -> Path:
+        """The whole page, or (``full_page=False``) only what the viewport shows: the first screen."""
+        result = await self.send("Page.captureScreenshot", format="png", captureBeyondViewport=full_page)
         await asyncio.to_thread(path.write_bytes, base64.b64decode(result["data"]))
         return path

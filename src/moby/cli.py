@@ -373,10 +373,26 @@ def grafana_export(
     grafana_dir: Annotated[
         str, typer.Option(help="where Grafana sees DIRECTORY (the dashboard provider's path)")
     ] = "/etc/grafana/provisioning",
+    alert_webhook_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MOBY_ALERT_WEBHOOK_URL",
+            help="alerts are POSTed (JSON) to this URL; '$VAR' leaves it to Grafana's environment",
+        ),
+    ] = None,
+    alert_email: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="MOBY_ALERT_EMAIL",
+            help="alerts are e-mailed here (repeat, or separate by commas; needs Grafana's SMTP set up)",
+        ),
+    ] = None,
 ) -> None:
-    """Write Grafana provisioning: data sources, dashboard provider + dashboards, alert rules."""
+    """Write Grafana provisioning: data sources, dashboard provider + dashboards, alert rules and
+    the contact point + notification policy they notify."""
     from moby.dashboards.alerts import AlertSettings
     from moby.dashboards.export import ExportSettings, export
+    from moby.dashboards.notify import Contacts, email_addresses, webhook_url
     from moby.edge.features import MachineClass
 
     try:
@@ -384,6 +400,16 @@ def grafana_export(
     except ValueError:
         choices = ", ".join(m.value for m in MachineClass)
         raise typer.BadParameter(f"choose one of {choices}", param_hint="--machine-class") from None
+    try:
+        webhook = webhook_url(alert_webhook_url) if alert_webhook_url is not None else None
+    except ValueError as exc:
+        hint = "--alert-webhook-url / MOBY_ALERT_WEBHOOK_URL"
+        raise typer.BadParameter(str(exc), param_hint=hint) from None
+    try:
+        emails = email_addresses(alert_email or [])
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--alert-email / MOBY_ALERT_EMAIL") from None
+    contacts = Contacts(webhook_url=webhook, emails=emails)
     settings = ExportSettings(
         api_url=api_url,
         influx_url=influx_url,
@@ -392,6 +418,7 @@ def grafana_export(
         api_token_env=api_token_env,
         grafana_dir=grafana_dir,
         alerts=AlertSettings(machine_class=mc),
+        contacts=contacts,
     )
     try:
         written = export(directory, settings)
@@ -399,3 +426,11 @@ def grafana_export(
         raise typer.BadParameter(str(exc), param_hint="--api-token-env") from None
     for path in written:
         console.print(f"wrote {path}")
+    if contacts.configured:
+        console.print(f"alerts notify the contact point MOBY: {contacts.describe()}")
+    else:
+        console.print(
+            "[bold yellow]warning:[/] no alert contact configured: the alert rules will fire in Grafana "
+            "but notify no one. Pass --alert-webhook-url URL and/or --alert-email ADDRESS "
+            "(or set MOBY_ALERT_WEBHOOK_URL / MOBY_ALERT_EMAIL) to write alerting/notifications.yaml."
+        )

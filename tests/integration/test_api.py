@@ -181,6 +181,58 @@ def test_readings_endpoint(
     assert http_json(f"{backend.api}/api/v1/sensors/bad%20id/readings")[0] == 422
 
 
+def test_latest_endpoint(
+    broker: Mosquitto, influxd: Influxd, make_backend: MakeBackend, factory: str
+) -> None:
+    """Every sensor's newest reading: what the console's first screen shows."""
+    backend = make_backend(broker, influxd)
+    t0 = now_ms() - 60_000
+    vib = [telemetry(i, t0 + i * 1000, rms_velocity=1.0 + i, iso_zone=1.0) for i in range(5)]
+    mosquitto_pub_lines(broker.port, f"moby/{factory}/v1/telemetry", vib)
+    newest_noise = orjson.dumps(
+        {
+            "schema": "moby.telemetry.v1",
+            "sensor_type": "noise",
+            "readings": [
+                {"ts": t0 + 3000, "seq": 7, "values": {"laeq": 71.5, "lamax": 80.0}, "quality": "uncertain"},
+                {"ts": t0, "seq": 6, "values": {"laeq": 60.0, "lamax": 61.0}},  # older, sent later
+            ],
+        }
+    )
+    mosquitto_pub_lines(broker.port, f"moby/{factory}/n1/telemetry", [newest_noise])
+    other = f"{factory}x"
+    mosquitto_pub_lines(broker.port, f"moby/{other}/v9/telemetry", [telemetry(0, t0, rms_velocity=9.0)])
+    wait_until(lambda: backend.stored() >= 8, 15, what="8 points")
+
+    got = backend.get(f"/api/v1/latest?factory_id={factory}")
+    assert got["window_s"] == 6 * 3600
+    assert got["items"] == [
+        {
+            "factory_id": factory,
+            "sensor_id": "n1",
+            "measurement": "noise",
+            "time": iso(t0 + 3000),
+            "seq": 7,
+            "values": {"laeq": 71.5, "lamax": 80.0},  # the quality string is not a value
+        },
+        {
+            "factory_id": factory,
+            "sensor_id": "v1",
+            "measurement": "vibration",
+            "time": iso(t0 + 4000),
+            "seq": 4,
+            "values": {"rms_velocity": 5.0, "iso_zone": 1.0},
+        },
+    ]
+    only_noise = backend.get(f"/api/v1/latest?factory_id={factory}&sensor_type=noise")["items"]
+    assert [i["sensor_id"] for i in only_noise] == ["n1"]
+    everyone = {(i["factory_id"], i["sensor_id"]) for i in backend.get("/api/v1/latest")["items"]}
+    assert {(factory, "n1"), (factory, "v1"), (other, "v9")} <= everyone
+    assert backend.get("/api/v1/latest?factory_id=nobody-here")["items"] == []
+    assert http_json(f"{backend.api}/api/v1/latest?factory_id=bad%20id")[0] == 422
+    assert http_json(f"{backend.api}/api/v1/latest?limit=0")[0] == 422
+
+
 def test_dead_letters_docs_and_metrics(
     broker: Mosquitto, influxd: Influxd, make_backend: MakeBackend, factory: str
 ) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -239,3 +241,89 @@ async def test_hourly_rollup_from_the_minutes(client: InfluxClient) -> None:
         'INTO "d"."rollup_1h"."m" FROM "d"."rollup_1m"."m" WHERE time >= 0ms AND time < 3600000ms '
         "GROUP BY time(1h), *"
     )
+
+
+def energy_mean(levels: list[float]) -> float:
+    return 10 * math.log10(sum(10 ** (level / 10) for level in levels) / len(levels))
+
+
+async def test_each_field_rolls_up_with_its_own_aggregate_in_the_running_queries(
+    client: InfluxClient,
+) -> None:
+    """The continuous queries InfluxDB runs: dB levels → energy mean, zones and peaks → max.
+
+    Readings in closed minutes of the last five, which the 1-minute query's resample window
+    covers: the query itself (created, and so first run, after the data) writes the rollup.
+    """
+    boot = Bootstrap(client)
+    await boot.run()
+    m0 = minute_start(3)
+    laeq = [70.0, 90.0, 75.5, 82.0]
+    zones = [1.0, 4.0, 2.0, 2.0]
+    peaks = [0.5, 3.25, 1.0, 0.75]
+    lines = [
+        f"noise,factory_id=f1,sensor_id=n1 laeq={level},lamax={level + 6},seq={i}i {m0 + i * 10_000}"
+        for i, level in enumerate(laeq)
+    ] + [
+        f"vibration,factory_id=f1,sensor_id=v1 iso_zone={z},peak_accel_g={p},rms_velocity={z * 1.5},"
+        f"seq={i}i {m0 + i * 10_000}"
+        for i, (z, p) in enumerate(zip(zones, peaks, strict=True))
+    ]
+    await client.write("\n".join(lines).encode())
+    assert await boot.reconcile_rollups() == 2
+
+    async def rolled_up() -> dict[str, dict[str, Any]]:
+        got: dict[str, dict[str, Any]] = {}
+        for measurement in ("noise", "vibration"):
+            for row in await rows(client, ROLLUP_1M, measurement):
+                if row["time"] == m0:
+                    got[measurement] = row
+        return got
+
+    deadline = time.monotonic() + 30
+    while len(got := await rolled_up()) < 2:
+        assert time.monotonic() < deadline, "the continuous queries wrote no rollup for the minute"
+        await asyncio.sleep(0.25)
+    noise, vibration = got["noise"], got["vibration"]
+    assert noise["laeq"] == pytest.approx(energy_mean(laeq), abs=1e-6)
+    assert noise["laeq"] == pytest.approx(84.79, abs=0.01)  # the arithmetic mean would be 79.4
+    assert (noise["laeq_min"], noise["laeq_max"]) == (70.0, 90.0)
+    assert noise["lamax"] == 96.0 and noise["seq"] == 3
+    assert vibration["iso_zone"] == 4.0  # zone D, not a fractional 2.25
+    assert vibration["peak_accel_g"] == 3.25
+    assert vibration["rms_velocity"] == pytest.approx(1.5 * sum(zones) / 4)  # a plain mean
+    keys = await client.query(f'SHOW FIELD KEYS FROM "{ROLLUP_1M}"."noise"')
+    types = {row["fieldKey"]: row["fieldType"] for row in series_rows(keys[0])}
+    assert types["seq"] == "integer" and types["laeq"] == "float"
+
+
+async def test_backfill_rolls_levels_up_to_the_energy_mean_at_both_resolutions(client: InfluxClient) -> None:
+    """``moby rollup backfill`` and the periodic re-roll use the same aggregates as the queries."""
+    boot = Bootstrap(client)
+    await boot.run()
+    h0 = minute_start(0) - minute_start(0) % 3_600_000 - 3 * 3_600_000
+    minutes = {0: [60.0, 80.0], 1: [70.0], 2: [50.0, 5000.0]}  # 5000 dB is no sound level
+    lines = [
+        f"noise,factory_id=f1,sensor_id=n1 laeq={level},seq={m * 10 + k}i {h0 + m * MINUTE_MS + k * 1000}"
+        for m, levels in minutes.items()
+        for k, level in enumerate(levels)
+    ] + [
+        f"vibration,factory_id=f1,sensor_id=v1 iso_zone={z},seq={i}i {h0 + i * MINUTE_MS}"
+        for i, z in enumerate([3.0, 1.0])
+    ]
+    await client.write("\n".join(lines).encode())
+    await boot.reconcile_rollups()
+    assert await boot.backfill(h0, h0 + 3_600_000) == 4  # two measurements, both rollups
+
+    by_minute = {r["time"]: r for r in await rows(client, ROLLUP_1M, "noise")}
+    assert by_minute[h0]["laeq"] == pytest.approx(energy_mean([60.0, 80.0]), abs=1e-6)
+    assert by_minute[h0 + MINUTE_MS]["laeq"] == 70.0
+    # The impossible level is left out of the energy mean (10^500 overflows), not out of the extremes.
+    assert by_minute[h0 + 2 * MINUTE_MS]["laeq"] == pytest.approx(50.0)
+    assert by_minute[h0 + 2 * MINUTE_MS]["laeq_max"] == 5000.0
+
+    hour = (await rows(client, ROLLUP_1H, "noise"))[0]
+    minute_levels = [energy_mean([60.0, 80.0]), 70.0, 50.0]
+    assert hour["laeq"] == pytest.approx(energy_mean(minute_levels), abs=1e-6)
+    assert (hour["laeq_min"], hour["laeq_max"], hour["seq"]) == (50.0, 5000.0, 21)
+    assert (await rows(client, ROLLUP_1H, "vibration"))[0]["iso_zone"] == 3.0

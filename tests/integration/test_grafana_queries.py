@@ -27,7 +27,7 @@ import orjson
 import pytest
 
 from moby.broker.mosquitto import Mosquitto
-from moby.store.bootstrap import RAW, ROLLUP_1M, rollup_select
+from moby.store.bootstrap import RAW, ROLLUP_1M, rollup_1h_select, rollup_select
 from moby.store.influx import quote_ident
 from moby.store.influxd import Influxd
 from tests.grafana import (
@@ -72,39 +72,20 @@ def _post_query(influx_url: str, db: str, q: str) -> None:
 
 
 def _force_rollups(backend: Backend, since_ms: int, policies: list[str]) -> None:
-    """Run the rollup continuous queries' SELECT ... INTO over the whole demo window."""
+    """Run the rollups' own SELECT ... INTO (the continuous queries' and backfill's) over the demo window."""
     db = backend.db
-    since = f"time >= {since_ms - 120_000}ms"
+    start_ms, end_ms = since_ms - 120_000, int(time.time() * 1000) + 60_000
     results = influx_query(backend.influx_url, f"SHOW FIELD KEYS FROM {quote_ident(RAW)}./.*/", db)
     fields: dict[str, list[str]] = {}
     for series in results[0].get("series", []):
         fields[series["name"]] = [k for k, t in series["values"] if t in ("float", "integer")]
     for measurement, names in fields.items():
-        select = rollup_select(db, measurement, names)
-        head, _, tail = select.partition(" GROUP BY ")
-        _post_query(backend.influx_url, db, f"{head} WHERE {since} GROUP BY {tail}")
+        _post_query(backend.influx_url, db, rollup_select(db, measurement, names, start_ms, end_ms))
     if ROLLUP_1H not in policies:
         return
-    # rollup_1h is fed from rollup_1m keeping the names: mean of means, min of mins, max of maxes.
-    results = influx_query(backend.influx_url, f"SHOW FIELD KEYS FROM {quote_ident(ROLLUP_1M)}./.*/", db)
-    for series in results[0].get("series", []):
-        parts = []
-        for name, _type in series["values"]:
-            agg = (
-                "max"
-                if name == "seq" or name.endswith("_max")
-                else "min"
-                if name.endswith("_min")
-                else "mean"
-            )
-            parts.append(f"{agg}({quote_ident(name)}) AS {quote_ident(name)}")
-        m = quote_ident(series["name"])
-        _post_query(
-            backend.influx_url,
-            db,
-            f"SELECT {', '.join(parts)} INTO {quote_ident(db)}.{quote_ident(ROLLUP_1H)}.{m} "
-            f"FROM {quote_ident(db)}.{quote_ident(ROLLUP_1M)}.{m} WHERE {since} GROUP BY time(1h), *",
-        )
+    # rollup_1h is fed from rollup_1m (same names, same aggregates).
+    for measurement, names in fields.items():
+        _post_query(backend.influx_url, db, rollup_1h_select(db, measurement, names, start_ms, end_ms))
 
 
 def _publish_demo(port: int, now_s: float) -> int:

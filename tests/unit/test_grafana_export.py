@@ -5,7 +5,9 @@ with name/type/access/url, jsonData; dashboard providers: name/type/options.path
 dashboard JSON model (uid, title, schemaVersion, panels with type/gridPos/targets, templating
 list), the InfluxDB data source's query model (refId, query, rawQuery, resultFormat) and
 alerting file provisioning (groups with orgId/name/folder/interval; rules with uid/title/
-condition/data/for/noDataState/execErrState; data items with refId/datasourceUid/model).
+condition/data/for/noDataState/execErrState; data items with refId/datasourceUid/model;
+contactPoints with orgId/name/receivers of uid/type/settings; policies with orgId/receiver/
+group_by/object_matchers/routes and the group_wait/group_interval/repeat_interval durations).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typer.testing import CliRunner
 from moby.cli import app
 from moby.dashboards.alerts import AlertSettings
 from moby.dashboards.export import ExportSettings, export
+from moby.dashboards.notify import Contacts, email_addresses, notifications, webhook_url
 from moby.edge.features import ZONE_LIMITS_MM_S, MachineClass
 from tests.grafana import alert_queries, dashboard_queries, grafana_interval, regex_escape, substitute
 
@@ -261,3 +264,184 @@ def test_every_query_is_found(tree: Path) -> None:
         assert all(q.text.startswith("SELECT ") for q in queries)
     assert total >= 25
     assert len(alert_queries(tree / "alerting" / "moby.yaml")) == 4
+
+
+# --- notifications: the contact point and the policy that routes MOBY's rules to it --------------
+
+CONTACTS = Contacts(
+    webhook_url="https://hooks.example.com/moby", emails=("ops@example.com", "pm@example.com")
+)
+
+
+def _route(policy: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
+    """The policy node an alert with ``labels`` ends at, as Grafana walks the tree (first match)."""
+    for child in policy.get("routes", []):
+        matches = all(
+            (labels.get(name) == value) if op == "=" else bool(re.fullmatch(value, labels.get(name, "")))
+            for name, op, value in child.get("object_matchers", [])
+        )
+        if matches:
+            return _route(child, labels)
+    return policy
+
+
+def test_notifications_file_format(tmp_path: Path) -> None:
+    """Grafana's file provisioning of contact points and notification policies (apiVersion 1)."""
+    export(tmp_path, ExportSettings(contacts=CONTACTS))
+    doc = load_yaml(tmp_path / "alerting" / "notifications.yaml")
+    assert doc["apiVersion"] == 1
+    [point] = doc["contactPoints"]
+    assert point["orgId"] == 1 and point["name"] == "MOBY"
+    receivers = {r["type"]: r for r in point["receivers"]}
+    assert set(receivers) == {"webhook", "email"}
+    for r in point["receivers"]:
+        assert {"uid", "type", "settings"} <= set(r)
+        assert re.fullmatch(r"[A-Za-z0-9_-]{1,40}", r["uid"])
+    assert len({r["uid"] for r in point["receivers"]}) == 2
+    assert receivers["webhook"]["settings"] == {"url": "https://hooks.example.com/moby", "httpMethod": "POST"}
+    assert receivers["email"]["settings"]["addresses"] == "ops@example.com;pm@example.com"
+
+    [root] = doc["policies"]
+    assert root["orgId"] == 1 and root["receiver"] == "MOBY"
+    names = {p["name"] for p in doc["contactPoints"]}
+    nodes = [root, *root["routes"]]
+    for node in nodes:
+        assert node["receiver"] in names
+        assert set(node) <= {
+            "orgId", "receiver", "group_by", "matchers", "object_matchers", "mute_time_intervals",
+            "group_wait", "group_interval", "repeat_interval", "routes", "continue",
+        }  # fmt: skip
+        for name, op, _ in node.get("object_matchers", []):
+            assert re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) and op in ("=", "!=", "=~", "!~")
+        for key in ("group_wait", "group_interval", "repeat_interval"):
+            assert key not in node or DURATION.match(node[key])
+
+
+def test_every_moby_rule_is_routed_to_the_contact_point(tmp_path: Path) -> None:
+    """By the route on the label every MOBY rule carries, not only by the tree's catch-all root."""
+    export(tmp_path, ExportSettings(contacts=CONTACTS))
+    [root] = load_yaml(tmp_path / "alerting" / "notifications.yaml")["policies"]
+    rules = [r for g in load_yaml(tmp_path / "alerting" / "moby.yaml")["groups"] for r in g["rules"]]
+    assert len(rules) >= 4
+    for rule in rules:
+        assert rule["labels"]["team"] == "moby", rule["uid"]
+        node = _route(root, rule["labels"])
+        assert node is not root and node["receiver"] == "MOBY", rule["uid"]
+    assert _route(root, {"team": "someone-else"}) is root  # the route is a real matcher
+
+
+def test_a_rule_added_without_the_label_still_gets_it() -> None:
+    from grafana_foundation_sdk.builders import alerting
+
+    from moby.dashboards.alerts import to_file_format
+
+    group = alerting.RuleGroup("extra").interval(60).with_rule(alerting.Rule("x").uid("x").labels({"a": "b"}))
+    [rule] = to_file_format([group])["groups"][0]["rules"]
+    assert rule["labels"] == {"a": "b", "team": "moby"}
+
+
+def test_without_contacts_no_notifications_file_and_a_stale_one_goes(tmp_path: Path) -> None:
+    export(tmp_path, ExportSettings(contacts=CONTACTS))
+    assert (tmp_path / "alerting" / "notifications.yaml").exists()
+    written = export(tmp_path, ExportSettings())
+    assert not (tmp_path / "alerting" / "notifications.yaml").exists()
+    assert all(p.name != "notifications.yaml" for p in written)
+    with pytest.raises(ValueError, match="no contact configured"):
+        notifications(Contacts())
+
+
+def test_only_an_email_or_only_a_webhook(tmp_path: Path) -> None:
+    for contacts, types in (
+        (Contacts(emails=("a@example.com",)), ["email"]),
+        (Contacts(webhook_url="$GRAFANA_MOBY_HOOK"), ["webhook"]),
+    ):
+        export(tmp_path, ExportSettings(contacts=contacts))
+        doc = load_yaml(tmp_path / "alerting" / "notifications.yaml")
+        assert [r["type"] for r in doc["contactPoints"][0]["receivers"]] == types
+    # a $VAR is left for Grafana to expand from its environment (no secret in the file)
+    assert doc["contactPoints"][0]["receivers"][0]["settings"]["url"] == "$GRAFANA_MOBY_HOOK"
+
+
+@pytest.mark.parametrize(
+    "url", ["https://hooks.example.com/x?token=abc", "http://10.0.0.5:9000/alert", "${HOOK}", "$HOOK_URL"]
+)
+def test_good_webhook_urls(url: str) -> None:
+    assert webhook_url(f" {url} ") == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["", "hooks.example.com", "ftp://x.org/a", "https://", "http://a b/c", "https://x:port/", "$1", "$(id)"],
+)
+def test_bad_webhook_urls(url: str) -> None:
+    with pytest.raises(ValueError):
+        webhook_url(url)
+
+
+def test_email_addresses() -> None:
+    assert email_addresses(["a@example.com, b@example.com", "a@example.com;c@x"]) == (
+        "a@example.com",
+        "b@example.com",
+        "c@x",
+    )
+    for bad in (["bob"], ["a@b@c"], ["<a@b.c>"], ["a@-x.org"], ["a@x.org, @x.org"]):
+        with pytest.raises(ValueError):
+            email_addresses(bad)
+    with pytest.raises(ValueError, match="at most"):
+        email_addresses([",".join(f"u{i}@example.com" for i in range(51))])
+
+
+def test_the_cli_writes_the_contact_point_from_options_or_environment(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(
+        app,
+        [
+            "grafana",
+            "export",
+            str(tmp_path / "a"),
+            "--alert-email",
+            "ops@example.com",
+            "--alert-email",
+            "x@y.org",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    doc = load_yaml(tmp_path / "a" / "alerting" / "notifications.yaml")
+    assert doc["contactPoints"][0]["receivers"][0]["settings"]["addresses"] == "ops@example.com;x@y.org"
+    assert "e-mail to 2 addresses" in result.output
+
+    env = {
+        "MOBY_ALERT_WEBHOOK_URL": "https://hooks.example.com/t?token=SECRET",
+        "MOBY_ALERT_EMAIL": "a@b.org",
+    }
+    result = runner.invoke(app, ["grafana", "export", str(tmp_path / "b")], env=env)
+    assert result.exit_code == 0, result.output
+    doc = load_yaml(tmp_path / "b" / "alerting" / "notifications.yaml")
+    assert {r["type"] for r in doc["contactPoints"][0]["receivers"]} == {"webhook", "email"}
+    assert "SECRET" not in result.output  # the URL may hold a token: never printed
+
+
+def test_the_cli_says_when_no_one_is_notified(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["grafana", "export", str(tmp_path)], env={})
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "no alert contact configured" in text and "notify no one" in text
+    assert "--alert-webhook-url" in text and "MOBY_ALERT_EMAIL" in text
+    assert not (tmp_path / "alerting" / "notifications.yaml").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "named"),
+    [
+        (["--alert-email", "bob"], {}, "'bob' is not an e-mail address"),
+        (["--alert-webhook-url", "hooks.example.com"], {}, "http:// or https://"),
+        ([], {"MOBY_ALERT_WEBHOOK_URL": "ftp://x"}, "MOBY_ALERT_WEBHOOK_URL"),
+    ],
+)
+def test_the_cli_refuses_bad_contacts(
+    tmp_path: Path, args: list[str], env: dict[str, str], named: str
+) -> None:
+    result = CliRunner().invoke(app, ["grafana", "export", str(tmp_path), *args], env=env)
+    assert result.exit_code == 2
+    assert named in " ".join(result.output.replace("│", " ").split())
+    assert not (tmp_path / "alerting").exists()  # nothing written

@@ -22,12 +22,14 @@ from moby.api.models import (
     DeadLetterItem,
     DeadLetters,
     Health,
+    Latest,
+    LatestList,
     Readiness,
     Readings,
     Sensor,
     SensorList,
 )
-from moby.api.readings import readings_query, shape_points
+from moby.api.readings import latest_query, readings_query, shape_latest, shape_points
 from moby.api.security import Guard
 from moby.api.server import BackgroundServer
 from moby.ingest.registry import SensorRecord
@@ -39,14 +41,16 @@ from moby.store.influx import InfluxError, quote_ident, series_rows
 from moby.webguard import AllowedHosts, WebGuard
 
 FIELD_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+LATEST_WINDOW_S = 6 * 3600  # the console marks a sensor without a newer reading as having none
 
 READINGS_DOC = """
 The resolution follows the range and `max_points` (see docs/QUERY.md): the step a reader needs is
 `(end - start) / max_points` (without `max_points`: `/ 360`, so under 6 h reads `raw`, under 15 days
 `rollup_1m`, longer `rollup_1h`); the coarsest policy whose own step fits it is read, and a range older
 than a policy's retention (30 days for raw) moves to the next coarser one. Past `max_points` the
-points are averaged into equal buckets (`interval_ms`). Field names are the same at every
-resolution: a rollup's `x` is the mean over its bucket; `extremes=true` adds `x_min` and `x_max`.
+points are summarised into equal buckets (`interval_ms`). Field names are the same at every
+resolution: a rollup's `x` is the field's aggregate over its bucket (the mean; the maximum of zones
+and peaks; the energy mean of levels in dB: see docs/QUERY.md); `extremes=true` adds `x_min` and `x_max`.
 The answer's `resolution` names the retention policy read.
 """
 
@@ -60,8 +64,9 @@ batches. Rejected messages are kept, with the reason, in a bounded dead-letter s
 * `/api/v1/sensors` — every sensor seen, with its metadata and online state
 * `/api/v1/sensors/{sensor_id}/readings` — a sensor's readings over a time range, from `raw`,
   `rollup_1m` or `rollup_1h` as the range and `max_points` call for (the answer says which)
+* `/api/v1/latest` — every sensor's newest reading (its values), for a live overview
 * `/api/v1/dlq` — the newest dead letters
-* `/` — a small built-in console: the fleet table and a live chart per sensor
+* `/` — a small built-in console: every sensor's newest values, zone and state, live charts, the fleet table
 * `/influx/ping`, `/influx/query` — a read-only, caching InfluxQL proxy for Grafana's InfluxDB data
   source (InfluxQL mode): `FROM "auto"."vibration"` reads the resolution that fits the panel
   (see docs/QUERY.md); not shown below, it speaks InfluxDB's own API
@@ -307,6 +312,41 @@ def create_app(engine: Engine, *, manage_engine: bool = True) -> FastAPI:
         return sorted(
             row["fieldKey"] for row in series_rows(results[0]) if row["fieldType"] in ("float", "integer")
         )
+
+    @app.get(
+        "/api/v1/latest",
+        response_model=LatestList,
+        tags=["sensors"],
+        summary="Every sensor's newest reading",
+        description="The newest raw reading of each sensor seen, within the last "
+        f"{LATEST_WINDOW_S // 3600} h: its time, `seq` and numeric values (units are in the sensor's "
+        "birth metadata, `/api/v1/sensors`). One InfluxDB query per sensor type.",
+        dependencies=[guard.viewer],
+    )
+    async def latest(
+        factory_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+        sensor_type: Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9_]{0,31}$")] = None,
+        limit: Annotated[
+            int, Query(ge=1, le=10_000, description="at most this many sensors per type")
+        ] = 10_000,
+    ) -> LatestList:
+        types = sorted(
+            {
+                r.sensor_type
+                for r in engine.registry.all()
+                if r.sensor_type and (factory_id is None or r.factory_id == factory_id)
+            }
+        )
+        measurements = [t for t in types if sensor_type is None or t == sensor_type]
+        if not measurements:
+            return LatestList(window_s=LATEST_WINDOW_S, items=[])
+        q = latest_query(settings.influx_db, measurements, LATEST_WINDOW_S, factory_id, limit)
+        try:
+            results = await engine.influx.query(q, epoch="ms")
+        except InfluxError as exc:
+            raise HTTPException(502, f"InfluxDB: {exc}") from exc
+        items = shape_latest(results, measurements, _iso)
+        return LatestList(window_s=LATEST_WINDOW_S, items=[Latest(**item) for item in items])
 
     app.mount("/influx", proxy.app())
 

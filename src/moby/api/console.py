@@ -1,8 +1,10 @@
-"""The built-in console at ``/``: a fleet table and live charts for a machine without Grafana.
+"""The built-in console at ``/``: every sensor's newest values, live charts and the fleet table,
+for a machine without Grafana.
 
 Plain HTML, CSS and JavaScript shipped in the package (``static/``): no CDN, no JS library, no
-build step. The page reads the same JSON API as everyone else (``/api/v1/sensors`` and
-``/api/v1/sensors/{id}/readings``), so it needs nothing the API does not already serve.
+build step, no inline script or style. The page reads the same JSON API as everyone else
+(``/api/v1/sensors``, ``/api/v1/latest`` and ``/api/v1/sensors/{id}/readings``), so it needs
+nothing the API does not serve.
 """
 
 from __future__ import annotations

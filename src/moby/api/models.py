@@ -60,6 +60,20 @@ class Readings(BaseModel):
     points: list[dict[str, Any]] = Field(description="time (RFC 3339) and one key per field")
 
 
+class Latest(BaseModel):
+    factory_id: str
+    sensor_id: str
+    measurement: str
+    time: str = Field(description="RFC 3339 time of the sensor's newest reading in raw")
+    seq: int | None = Field(description="its sequence number")
+    values: dict[str, float] = Field(description="its numeric values, by name (units: the birth metadata)")
+
+
+class LatestList(BaseModel):
+    window_s: int = Field(description="how far back a reading is looked for: older sensors are not listed")
+    items: list[Latest]
+
+
 class DeadLetterItem(BaseModel):
     received_at: str
     topic: str

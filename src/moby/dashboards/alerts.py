@@ -28,6 +28,9 @@ from moby.dashboards.influxql import AUTO, DATASOURCE_UID, RAW, InfluxQL
 from moby.edge.features import ZONE_LIMITS_MM_S, MachineClass
 
 FOLDER: Final = "MOBY"
+# Every MOBY rule carries this label; the exported notification policy routes on it
+# (moby.dashboards.notify), so a rule added later is notified without touching the policy.
+ROUTE_LABEL: Final = ("team", "moby")
 EXPRESSIONS_UID: Final = "__expr__"  # Grafana's server-side expressions pseudo data source
 _DROP_FOR_FILES: Final = ("folderUID", "orgID", "ruleGroup", "id", "provenance", "updated")
 
@@ -80,7 +83,7 @@ def _rule(
         .no_data_state(no_data)  # type: ignore[arg-type]
         .exec_err_state("Error")
         .annotations({"summary": summary})
-        .labels({"team": "moby", **labels})
+        .labels({**labels, ROUTE_LABEL[0]: ROUTE_LABEL[1]})
     )
 
 
@@ -187,6 +190,8 @@ def to_file_format(
     for rule_group in groups:
         built = json.loads(json.dumps(rule_group.build(), cls=JSONEncoder))
         rules = [{k: v for k, v in rule.items() if k not in _DROP_FOR_FILES} for rule in built["rules"]]
+        for rule in rules:  # the notification policy's route label, whoever built the rule
+            rule["labels"] = {**(rule.get("labels") or {}), ROUTE_LABEL[0]: ROUTE_LABEL[1]}
         out.append(
             {
                 "orgId": org_id,

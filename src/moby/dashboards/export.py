@@ -6,6 +6,8 @@
     DIR/dashboards/moby.yaml         a file provider for the folder "MOBY"
     DIR/dashboards/moby/*.json       the dashboards
     DIR/alerting/moby.yaml           the alert rule groups
+    DIR/alerting/notifications.yaml  the contact point and the policy routing MOBY's rules to it
+                                     (only when a webhook URL or an e-mail address is given)
 
 Mount DIR as Grafana's provisioning folder (``/etc/grafana/provisioning``); the provider's
 path names where the JSON files are *inside Grafana* (``--grafana-dir``).
@@ -32,6 +34,7 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from moby.dashboards.alerts import FOLDER, AlertSettings, rule_groups, to_file_format
 from moby.dashboards.fleet import fleet_overview, sensor_detail
 from moby.dashboards.influxql import DATASOURCE_UID, DIRECT_DATASOURCE_UID
+from moby.dashboards.notify import Contacts, notifications
 from moby.dashboards.pipeline import pipeline_health
 from moby.dashboards.vibration import vibration
 from moby.edge.features import MachineClass
@@ -54,6 +57,7 @@ class ExportSettings:
     api_token_env: str = "MOBY_GRAFANA_TOKEN"
     grafana_dir: str = "/etc/grafana/provisioning"
     alerts: AlertSettings = field(default_factory=AlertSettings)
+    contacts: Contacts = field(default_factory=Contacts)
 
     @property
     def machine_class(self) -> MachineClass:
@@ -163,4 +167,11 @@ def export(directory: Path, settings: ExportSettings = ExportSettings()) -> list
         _write(directory / "dashboards" / "moby" / f"{stem}.json", text, written)
     alerts = to_file_format(rule_groups(settings.alerts))
     _write(directory / "alerting" / "moby.yaml", as_yaml(alerts), written)
+    contacts = directory / "alerting" / "notifications.yaml"
+    if settings.contacts.configured:
+        _write(contacts, as_yaml(notifications(settings.contacts)), written)
+    else:
+        # Without addresses there is no contact point to write; one left by an earlier export
+        # would keep notifying addresses the user no longer gave.
+        contacts.unlink(missing_ok=True)
     return written

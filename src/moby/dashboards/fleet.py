@@ -35,6 +35,9 @@ from moby.dashboards.influxql import (
 )
 from moby.edge.drivers import SimulatedHumidity, SimulatedNoise, SimulatedTemperature, SimulatedVibration
 from moby.edge.features import ZONE_LIMITS_MM_S, MachineClass
+from moby.schema.rollups import aggregate_for
+from moby.store.aggregation import Column, aggregate_sql
+from moby.store.influx import quote_ident
 
 # What the shipped (simulated) drivers send: measurement → field → unit.
 SIMULATED_UNITS: Final[Mapping[str, Mapping[str, str]]] = {
@@ -195,11 +198,14 @@ def fleet_overview(machine_class: MachineClass) -> Dashboard:
 
 
 def field_query(measurement: str, field: str) -> str:
-    return (
-        f'SELECT mean("{field}") AS "{field}" FROM {AUTO}."{measurement}" '
-        f"WHERE {FACTORY} AND {SENSOR} AND $timeFilter "
-        'GROUP BY time($__interval), "sensor_id" fill(null)'
+    """One field per sensor over time, summarised with the field's own aggregate (the mean; the
+    maximum of zones and peaks; the energy mean of levels in dB), at every resolution."""
+    column = Column(aggregate_for(field, measurement), field, field)
+    source = f"{AUTO}.{quote_ident(measurement)}"
+    expressions, from_ = aggregate_sql(
+        [column], source, where=f"{FACTORY} AND {SENSOR} AND $timeFilter", outer_where="$timeFilter"
     )
+    return f'SELECT {expressions} {from_} GROUP BY time($__interval), "sensor_id" fill(null)'
 
 
 def sensor_detail(units: Mapping[str, Mapping[str, str]] = SIMULATED_UNITS) -> Dashboard:

@@ -4,10 +4,13 @@
 * ``rollup_1m`` (default 365 days): one point per series and minute, written by a continuous
   query per measurement that keeps the field names — ``mean(x) AS x`` — so a query reads the
   same fields at either resolution; ``x_min`` / ``x_max`` carry the extremes and ``seq`` the
-  last sequence number of the minute.
+  last sequence number of the minute. ``x`` is the aggregate that is true for the field
+  (:mod:`moby.schema.rollups`): the mean, the maximum of zones and peaks, the energy mean of
+  levels in dB (over a subquery: :mod:`moby.store.aggregation`).
 * ``rollup_1h`` (default 5 years): one point per series and hour, rolled up from ``rollup_1m`` by
-  a second continuous query with the same names: ``mean(x) AS x`` (the mean of the minute means,
-  each minute weighted alike), ``min(x_min) AS x_min``, ``max(x_max) AS x_max``, ``max(seq)``.
+  a second continuous query with the same names and aggregates: ``mean(x) AS x`` (the mean of
+  the minute means, each minute weighted alike), ``min(x_min) AS x_min``, ``max(x_max) AS
+  x_max``, ``max(seq)``.
 
 Fields appear as sensors send them, so the continuous queries cannot be written once at start:
 :meth:`Bootstrap.reconcile_rollups` compares each measurement's float fields with its
@@ -29,6 +32,8 @@ from typing import Final
 
 import structlog
 
+from moby.schema.rollups import Aggregate, aggregate_for
+from moby.store.aggregation import Column, aggregate_sql
 from moby.store.influx import InfluxClient, quote_ident, series_rows
 
 log = structlog.get_logger(__name__)
@@ -70,7 +75,7 @@ def _duration_to_influx(duration: str) -> str:
 def _where(start_ms: int | None, end_ms: int | None) -> str:
     if start_ms is None or end_ms is None:
         return ""
-    return f" WHERE time >= {start_ms}ms AND time < {end_ms}ms"
+    return f"time >= {start_ms}ms AND time < {end_ms}ms"
 
 
 def rollup_select(
@@ -99,26 +104,25 @@ def _rollup(
     start_ms: int | None,
     end_ms: int | None,
 ) -> str:
-    """``SELECT mean(x) AS x, min(..) AS x_min, max(..) AS x_max, max(seq) AS seq INTO target``:
-    from raw the extremes are of ``x`` itself; from a rollup, of its ``x_min``/``x_max``."""
+    """``SELECT <aggregate>(x) AS x, min(..) AS x_min, max(..) AS x_max, max(seq) AS seq INTO target``:
+    each field's aggregate from :mod:`moby.schema.rollups` (mean, max, min or the energy mean of
+    a level in dB); from raw the extremes are of ``x`` itself; from a rollup, of its ``x_min``/``x_max``."""
     source_rp, target_rp, interval = step
     taken = set(fields)
-    parts: list[str] = []
+    columns: list[Column] = []
     for field in sorted(fields):
+        columns.append(Column(aggregate_for(field, measurement), field, field))
         if field == "seq":
-            parts.append('max("seq") AS "seq"')
             continue
-        q = quote_ident(field)
-        parts.append(f"mean({q}) AS {q}")
-        for agg in ("min", "max"):
-            alias = f"{field}_{agg}"
+        for agg in (Aggregate.MIN, Aggregate.MAX):
+            alias = f"{field}_{agg.value}"
             if alias not in taken:  # a sensor's own value named like an alias wins
-                of = q if source_rp == RAW else quote_ident(alias)
-                parts.append(f"{agg}({of}) AS {quote_ident(alias)}")
+                columns.append(Column(agg, field if source_rp == RAW else alias, alias))
     target = f"{quote_ident(database)}.{quote_ident(target_rp)}.{quote_ident(measurement)}"
     source = f"{quote_ident(database)}.{quote_ident(source_rp)}.{quote_ident(measurement)}"
     where = _where(start_ms, end_ms)
-    return f"SELECT {', '.join(parts)} INTO {target} FROM {source}{where} GROUP BY time({interval}), *"
+    expressions, from_ = aggregate_sql(columns, source, where=where, outer_where=where)
+    return f"SELECT {expressions} INTO {target} {from_} GROUP BY time({interval}), *"
 
 
 class Bootstrap:
