@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from moby import __version__
 from moby.api.console import mount_console
+from moby.api.docs import mount_docs
 from moby.api.models import (
     DeadLetterItem,
     DeadLetters,
@@ -129,7 +130,10 @@ def create_app(engine: Engine, *, manage_engine: bool = True) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc come from the package, not a CDN: mount_docs
+        redoc_url=None,
     )
+    mount_docs(app)
 
     @app.get("/healthz", response_model=Health, tags=["operations"], summary="Process is alive")
     async def healthz() -> Health:
