@@ -33,11 +33,13 @@ DirOption = Annotated[
 ]
 
 
-def _dir(directory: Path | None, *, writes: bool = False) -> BrokerDir:
-    """The broker folder; for a command that writes there, checked first (a ConfigError names it)."""
+def _dir(directory: Path | None, *, writes: bool = False, creates: bool = False) -> BrokerDir:
+    """The broker folder. For a command that writes there, checked first (a ConfigError names
+    --dir or MOBY_DATA_DIR and what is wrong); only ``init`` creates it when it is missing."""
     data_dir = os.environ.get("MOBY_DATA_DIR") or "./var"
     path = directory or Path(data_dir) / "broker"
-    if writes:
+    blocked = path.parent.exists() and not path.parent.is_dir()  # e.g. MOBY_DATA_DIR is a file
+    if creates or (writes and (path.exists() or blocked)):
         name, value = ("--dir", path) if directory else ("MOBY_DATA_DIR", Path(data_dir))
         check_state_path(name, value, path)
     return BrokerDir(path)
@@ -77,7 +79,7 @@ def init(
     ] = False,
 ) -> None:
     """Create the CA, the server certificate and mosquitto.conf (TLS, no anonymous access)."""
-    bdir = _dir(directory, writes=True)
+    bdir = _dir(directory, creates=True)
     config = BrokerConfig(
         cert_port=cert_port,
         password_port=password_port,
