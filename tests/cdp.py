@@ -13,6 +13,7 @@ import itertools
 import shutil
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,9 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 class Browser:
-    def __init__(self, profile: Path, width: int = 1280, height: int = 1400) -> None:
+    def __init__(
+        self, profile: Path, width: int = 1280, height: int = 1400, args: Sequence[str] = ()
+    ) -> None:
         assert CHROMIUM, "chromium is not installed (scripts/install-system-deps.sh installs it)"
         self.profile = profile
         self.proc = subprocess.Popen(
@@ -36,6 +39,7 @@ class Browser:
                 f"--user-data-dir={profile}",
                 "--remote-debugging-port=0",
                 f"--window-size={width},{height}",
+                *args,
                 "about:blank",
             ],
             stdout=subprocess.DEVNULL,

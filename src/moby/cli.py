@@ -1,20 +1,97 @@
-"""The ``moby`` command."""
+"""The ``moby`` command.
+
+Every subcommand runs inside :class:`MobyGroup`: it warns about ``MOBY_*`` variables that no
+part of MOBY reads, and turns a :class:`~moby.configerror.ConfigError` raised anywhere below it
+into one line per problem on stderr and exit code 2 (the traceback only at
+``MOBY_LOG_LEVEL=debug``). Results go to stdout, problems to stderr (:mod:`moby.terminal`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import traceback
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
+from typer.core import TyperCommand, TyperGroup
 
 from moby import __version__
 from moby.broker.commands import broker_app
+from moby.configerror import ConfigError
+from moby.terminal import err, problem, say
 from moby.tokencli import token_app
 
+if TYPE_CHECKING:
+    from moby.config import Loaded
+    from moby.edge.agent import AgentConfig
+
+CONFIG_ERROR_EXIT = 2
+
+
+def report_config_error(exc: ConfigError) -> None:
+    if os.environ.get("MOBY_LOG_LEVEL", "").lower() == "debug":
+        traceback.print_exception(exc)
+    for line in exc.warnings:
+        problem(f"warning: {line}")
+    for line in exc.problems:
+        problem(f"error: {line}")
+
+
+class MobyGroup(TyperGroup):
+    """The root command: one place where configuration mistakes become lines and exit 2."""
+
+    def invoke(self, ctx: Any) -> Any:
+        from moby.config import unknown_variables
+
+        for line in unknown_variables(os.environ):
+            problem(f"warning: {line}")
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            report_config_error(exc)
+            raise typer.Exit(CONFIG_ERROR_EXIT) from None
+
+
+class SettingsHelp(TyperCommand):
+    """A command configured by Settings: its --help lists every variable, grouped, with defaults."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        super().format_help(ctx, formatter)
+        from moby.config import CONFIG_VARIABLE, OTHER_VARIABLES, settings_reference
+        from moby.terminal import out
+
+        groups = settings_reference()
+        rows = [v for _, variables in groups for v in variables]
+        name_w = max(len(v.name) for v in rows)
+        default_w = max(len(v.default) for v in rows)
+        console = out()
+        where = f"or lower-case keys in the file named by {CONFIG_VARIABLE}"
+        console.print(f" [bold]Environment variables[/] ({where})")
+        console.print(f"   {'variable':<{name_w}}  {'default':<{default_w}}  allowed", style="dim")
+        for title, variables in groups:
+            console.print(f" [bold]{title}[/]", highlight=False)
+            for v in variables:
+                meaning = f" — {v.meaning}" if v.meaning else ""
+                line = f"   {v.name:<{name_w}}  {v.default:<{default_w}}  {v.allowed}{meaning}"
+                console.print(line, markup=False, highlight=False)
+        console.print(f" {CONFIG_VARIABLE}: {OTHER_VARIABLES[CONFIG_VARIABLE]}.", markup=False)
+        console.print(" Every variable is described in docs/CONFIGURATION.md.", markup=False)
+
+
+def _settings() -> Loaded:
+    """The settings, their warnings printed; a mistake raises ConfigError (MobyGroup reports it)."""
+    from moby.config import load_settings
+
+    loaded = load_settings()
+    for line in loaded.warnings:
+        problem(f"warning: {line}")
+    return loaded
+
+
 app = typer.Typer(
+    cls=MobyGroup,
     help="MOBY: industrial sensor data — MQTT → validated, durable, batched → InfluxDB.",
     no_args_is_help=True,
 )
@@ -26,7 +103,6 @@ grafana_app = typer.Typer(
 )
 app.add_typer(grafana_app, name="grafana")
 app.add_typer(token_app, name="token")
-console = Console(stderr=True)
 
 
 def _loop_policy() -> None:
@@ -44,7 +120,7 @@ def version() -> None:
     print(__version__)
 
 
-@app.command()
+@app.command(cls=SettingsHelp)
 def serve() -> None:
     """Run the backend (MQTT ingest + HTTP API), configured by MOBY_* environment variables."""
     import uvicorn
@@ -52,22 +128,22 @@ def serve() -> None:
     from moby.access import AccessConfigError
     from moby.api.app import create_app
     from moby.api.server import GracefulServer
-    from moby.config import Settings
+    from moby.config import check_data_dir
     from moby.logs import configure
     from moby.service import Engine
 
-    settings = Settings()
+    loaded = _settings()
+    settings = loaded.settings
     conflict = settings.client_id_conflict()
     if conflict:
-        console.print(conflict, style="red", markup=False, soft_wrap=True)
-        raise typer.Exit(2)
+        raise ConfigError([conflict])
+    check_data_dir(loaded)
     configure(settings.log_level, settings.log_format)
     _loop_policy()
     try:
         api = create_app(Engine(settings))
     except AccessConfigError as exc:
-        console.print(str(exc), style="red", markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        raise ConfigError([str(exc)]) from None
     config = uvicorn.Config(
         api,
         host=settings.api_host,
@@ -80,7 +156,7 @@ def serve() -> None:
     asyncio.run(GracefulServer(config).serve())
 
 
-@app.command()
+@app.command(cls=SettingsHelp)
 def proxy(
     port: Annotated[int | None, typer.Option(help="default: MOBY_PROXY_PORT, else 8087")] = None,
 ) -> None:
@@ -92,13 +168,12 @@ def proxy(
 
     from moby.access import AccessConfigError, AccessPolicy
     from moby.api.server import GracefulServer
-    from moby.config import Settings
     from moby.logs import configure
     from moby.metrics import Metrics
     from moby.query.proxy import proxy_from_settings
     from moby.webguard import AllowedHosts, WebGuard
 
-    settings = Settings()
+    settings = _settings().settings
     configure(settings.log_level, settings.log_format)
     _loop_policy()
     try:
@@ -106,8 +181,7 @@ def proxy(
         access = AccessPolicy.from_settings(settings, [settings.proxy_host])
         hosts = AllowedHosts.build(settings.api_allowed_hosts, [settings.proxy_host])
     except AccessConfigError as exc:
-        console.print(str(exc), style="red", markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        raise ConfigError([str(exc)]) from None
     access.startup_report()
     server = proxy_from_settings(settings, Metrics(), access=access)
     config = uvicorn.Config(
@@ -132,12 +206,11 @@ def rollup_backfill(
     """Recompute rollup_1m and rollup_1h from raw over the last SINCE (late edge backfill)."""
     import time
 
-    from moby.config import Settings
     from moby.query.routing import retention_ms
     from moby.store.bootstrap import Bootstrap
     from moby.store.influx import InfluxClient
 
-    s = Settings()
+    s = _settings().settings
     client = InfluxClient(
         s.influx_url,
         s.influx_db,
@@ -153,38 +226,51 @@ def rollup_backfill(
         finally:
             await client.close()
 
-    console.print(f"ran {asyncio.run(main())} rollup statements")
+    say(f"ran {asyncio.run(main())} rollup statements")
 
 
 @app.command()
 def up(
-    data_dir: Annotated[Path, typer.Option(envvar="MOBY_DATA_DIR", help="state of every part")] = Path(
-        "./var"
-    ),
+    data_dir: Annotated[
+        Path | None, typer.Option(help="state of every part [default: MOBY_DATA_DIR, else ./var]")
+    ] = None,
     mqtt_port: Annotated[int, typer.Option(help="the broker's TLS port for passwords")] = 18830,
     mqtt_cert_port: Annotated[
         int, typer.Option(help="the broker's TLS port for client certificates")
     ] = 18831,
     influx_port: Annotated[int, typer.Option(help="InfluxDB's HTTP port")] = 18086,
-    api_port: Annotated[int, typer.Option(envvar="MOBY_API_PORT", help="the backend's HTTP port")] = 8000,
+    api_port: Annotated[
+        int | None, typer.Option(help="the backend's HTTP port [default: MOBY_API_PORT, else 8000]")
+    ] = None,
     sensors: Annotated[int, typer.Option(help="simulated sensors")] = 40,
     rate: Annotated[float, typer.Option(help="readings per second per sensor")] = 1.0,
     factory: Annotated[str, typer.Option(help="factory id of the simulated fleet")] = "demo",
 ) -> None:
     """Run the whole pipeline locally: Mosquitto, InfluxDB, the backend and a simulated fleet."""
+    from moby.config import check_state_path
+    from moby.terminal import invocation, out
     from moby.up import run_up
 
+    # The backend and the simulator it starts read the same MOBY_* variables: check them now.
+    loaded = _settings()
+    if data_dir is None:
+        data_dir = loaded.settings.data_dir
+        check_state_path(loaded.origins.name(("data_dir",)), data_dir)
+    else:
+        check_state_path("--data-dir", data_dir)
     raise typer.Exit(
         run_up(
             data_dir,
             mqtt_port=mqtt_port,
             mqtt_cert_port=mqtt_cert_port,
             influx_port=influx_port,
-            api_port=api_port,
+            api_port=api_port if api_port is not None else loaded.settings.api_port,
             sensors=sensors,
             rate=rate,
             factory=factory,
-            console=console,
+            console=out(),
+            errors=err(),
+            moby=invocation(),
         )
     )
 
@@ -250,14 +336,15 @@ def simulate(
     """
     import signal
 
-    from moby.config import Settings
+    from moby.config import check_state_path
     from moby.edge.buffer import DropPolicy
     from moby.edge.faults import FaultPlan
-    from moby.edge.simulate import SimConfig, Simulator
+    from moby.edge.simulate import SimConfig, Simulator, buffer_path
     from moby.logs import configure
     from moby.net import tls_context
 
-    settings = Settings()
+    loaded = _settings()
+    settings = loaded.settings
     configure(settings.log_level, settings.log_format)
     _loop_policy()
     try:
@@ -296,8 +383,11 @@ def simulate(
             faults=plan,
         )
     except ValueError as exc:
-        console.print(f"[red]{exc}")
+        problem(f"error: {exc}")
         raise typer.Exit(2) from None
+    check_state_path(
+        loaded.origins.name(("data_dir",)), cfg.data_dir, database=buffer_path(cfg.data_dir, factory)
+    )
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -316,12 +406,16 @@ def edge(
     """Run the edge agent: sample sensors, buffer on disk, publish to the broker(s)."""
     import signal
 
-    from moby.edge.agent import AgentConfig, EdgeAgent
+    from moby.config import check_state_path
+    from moby.edge.agent import EdgeAgent
     from moby.logs import configure
 
-    configure(os.environ.get("MOBY_LOG_LEVEL", "info"))
+    loaded = _settings()
+    cfg = load_agent_config(config)
+    check_state_path(f"{config}: buffer_path", cfg.buffer_path, cfg.buffer_path.parent, cfg.buffer_path)
+    configure(loaded.settings.log_level, loaded.settings.log_format)
     _loop_policy()
-    agent = EdgeAgent(AgentConfig.load(config))
+    agent = EdgeAgent(cfg)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -331,6 +425,30 @@ def edge(
         await agent.run(stop)
 
     asyncio.run(main())
+
+
+def load_agent_config(path: Path) -> AgentConfig:
+    """An edge agent's TOML file, or a ConfigError naming the file, the key and the problem."""
+    import tomllib
+
+    from pydantic import ValidationError
+
+    from moby.configerror import problem_lines, toml_key, toml_problem
+    from moby.edge.agent import AgentConfig, SensorConfig
+
+    try:
+        return AgentConfig.load(path)
+    except FileNotFoundError:
+        raise ConfigError([f"--config {str(path)!r}: no such file"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError([f"--config {str(path)!r}: cannot read it ({why})"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([toml_problem(path, exc)]) from None
+    except ValidationError as exc:
+        known = [*AgentConfig.model_fields, *SensorConfig.model_fields]
+        lines = problem_lines(exc, AgentConfig, lambda loc: f"{path}: {toml_key(loc)}", known=known)
+        raise ConfigError(lines) from None
 
 
 @schema_app.command("export")
@@ -343,7 +461,7 @@ def schema_export(
     from moby.schema.jsonschema import write_schemas
 
     for path in write_schemas(directory):
-        console.print(f"wrote {path}")
+        say(f"wrote {path}")
 
 
 @grafana_app.command("export")
@@ -425,12 +543,12 @@ def grafana_export(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--api-token-env") from None
     for path in written:
-        console.print(f"wrote {path}")
+        say(f"wrote {path}")
     if contacts.configured:
-        console.print(f"alerts notify the contact point MOBY: {contacts.describe()}")
+        say(f"alerts notify the contact point MOBY: {contacts.describe()}")
     else:
-        console.print(
-            "[bold yellow]warning:[/] no alert contact configured: the alert rules will fire in Grafana "
+        problem(
+            "warning: no alert contact configured: the alert rules will fire in Grafana "
             "but notify no one. Pass --alert-webhook-url URL and/or --alert-email ADDRESS "
             "(or set MOBY_ALERT_WEBHOOK_URL / MOBY_ALERT_EMAIL) to write alerting/notifications.yaml."
         )

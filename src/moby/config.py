@@ -3,40 +3,89 @@
 The first six variables are the public contract; the rest are tuning knobs with defaults that
 suit one backend process on a small machine. A TOML file named by ``MOBY_CONFIG`` may hold the
 same settings (lower-case names without the prefix); environment variables win over it.
+
+:func:`load_settings` is how every command reads them: a mistake becomes a
+:class:`~moby.configerror.ConfigError` whose lines name the variable (or the file's key) as the
+user wrote it. The variable names, what each allows and its default all come from
+:class:`Settings` itself, so a field added there gets the same treatment with no other change.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
+import re
 import socket
+import sqlite3
+import tempfile
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    FilePath,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
+from moby.configerror import (
+    ConfigError,
+    Loc,
+    default_of,
+    describe_allowed,
+    did_you_mean,
+    field_schemas,
+    problem_lines,
+    redact_url,
+    show_default,
+    show_value,
+    toml_key,
+    toml_problem,
+)
 from moby.net import MqttEndpoint
 
+__all__ = ["ConfigError", "Loaded", "Settings", "load_settings", "redact_url"]
+
 GiB = 1024**3
+LogLevel = Literal["debug", "info", "warning", "error"]
 
 
-def redact_url(url: str) -> str:
-    """The URL with any password replaced, safe to log."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
+ENV_PREFIX = "MOBY_"
+CONFIG_VARIABLE = "MOBY_CONFIG"
+# Variables of MOBY that are not settings of the backend (so not fields of Settings).
+OTHER_VARIABLES: Mapping[str, str] = {
+    CONFIG_VARIABLE: "a TOML file holding any of these settings (lower-case names, no prefix)",
+    # named in the Grafana provisioning `moby grafana export` writes; Grafana reads it
+    "MOBY_GRAFANA_INFLUX_PASSWORD": "InfluxDB password, in Grafana's environment",
+    "MOBY_GRAFANA_TOKEN": "the viewer API token Grafana's MOBY data source sends, in Grafana's environment",
+    # read by `moby grafana export` (its --alert-webhook-url / --alert-email)
+    "MOBY_ALERT_WEBHOOK_URL": "the webhook MOBY's alert rules notify (moby grafana export)",
+    "MOBY_ALERT_EMAIL": "the e-mail addresses MOBY's alert rules notify (moby grafana export)",
+}
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MOBY_", extra="ignore")
+    # env_ignore_empty: an empty variable (`MOBY_X=` in a compose file) counts as unset.
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", env_ignore_empty=True)
 
     # --- the contract ---------------------------------------------------------------------
     mqtt_url: str = "mqtt://127.0.0.1:1883"
@@ -44,7 +93,7 @@ class Settings(BaseSettings):
     influx_db: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")] = "moby"
     data_dir: Path = Path("./var")
     api_host: str = "127.0.0.1"
-    api_port: int = 8000
+    api_port: Annotated[int, Field(ge=1, le=65535)] = 8000
 
     # --- MQTT -----------------------------------------------------------------------------
     # Names the backend's persistent session. Unset: the username of MOBY_MQTT_URL — a broker set
@@ -61,9 +110,9 @@ class Settings(BaseSettings):
     # ... and the payload bytes they may hold; past either bound the backend stops reading.
     mqtt_max_unacked_bytes: Annotated[int, Field(ge=1024 * 1024)] = 64 * 1024 * 1024
     mqtt_keepalive_s: int = 30
-    mqtt_ca_file: Path | None = None
-    mqtt_cert_file: Path | None = None
-    mqtt_key_file: Path | None = None
+    mqtt_ca_file: FilePath | None = None
+    mqtt_cert_file: FilePath | None = None
+    mqtt_key_file: FilePath | None = None
     mqtt_reconnect_max_s: float = 5.0
 
     # --- durable queue ----------------------------------------------------------------------
@@ -133,14 +182,14 @@ class Settings(BaseSettings):
     dlq_max_items: Annotated[int, Field(ge=1)] = 100_000
 
     # --- logging ------------------------------------------------------------------------------
-    log_level: str = "info"
+    log_level: Annotated[LogLevel, BeforeValidator(_lower)] = "info"
     log_format: Literal["console", "json"] = "console"
 
     @field_validator("mqtt_url")
     @classmethod
     def _mqtt_scheme(cls, value: str) -> str:
         if urlsplit(value).scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
-            raise ValueError("MOBY_MQTT_URL must be mqtt://host:port or mqtts://host:port")
+            raise ValueError("must be mqtt://host:port or mqtts://host:port")
         return value
 
     @model_validator(mode="after")
@@ -171,7 +220,7 @@ class Settings(BaseSettings):
     @classmethod
     def _http_scheme(cls, value: str) -> str:
         if urlsplit(value).scheme not in ("http", "https"):
-            raise ValueError("MOBY_INFLUX_URL must be http(s)://host:port")
+            raise ValueError("must be http://host:port or https://host:port")
         return value.rstrip("/")
 
     @classmethod
@@ -184,7 +233,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config_file = os.environ.get("MOBY_CONFIG")
+        config_file = os.environ.get(CONFIG_VARIABLE)
         if config_file:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
         return tuple(sources)
@@ -204,3 +253,226 @@ class Settings(BaseSettings):
             "client_id": self.mqtt_client_id,
             "share_group": self.mqtt_share_group or None,
         }
+
+
+# -- names ----------------------------------------------------------------------------------------
+def env_names(name: str) -> tuple[str, ...]:
+    """The environment variable(s) that set a field, as pydantic-settings reads them."""
+    info = Settings.model_fields[name]
+    alias = info.validation_alias
+    if isinstance(alias, str):
+        return (alias.upper(),)
+    if isinstance(alias, AliasChoices):
+        return tuple(c.upper() for c in alias.choices if isinstance(c, str))
+    return (f"{ENV_PREFIX}{info.alias or name}".upper(),)
+
+
+def variables() -> dict[str, str]:
+    """Every variable MOBY reads → the field it sets (or '' for the others)."""
+    names = {var: name for name in Settings.model_fields for var in env_names(name)}
+    return {**names, **dict.fromkeys(OTHER_VARIABLES, "")}
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each ``MOBY_*`` variable that no part of MOBY reads (a typo, most likely)."""
+    known = variables()
+    return [
+        f"{key} is not a MOBY setting and is ignored{did_you_mean(key.upper(), known)}"
+        for key in sorted(environ)
+        if key.upper().startswith(ENV_PREFIX) and key.upper() not in known
+    ]
+
+
+@dataclass(frozen=True)
+class Origins:
+    """Where each setting came from, to name it as the user wrote it."""
+
+    env: Mapping[str, str] = field(default_factory=dict)  # field → variable, as spelled
+    file: Path | None = None
+    file_keys: frozenset[str] = frozenset()
+
+    def name(self, loc: Loc) -> str:
+        field_name, rest = str(loc[0]), loc[1:]
+        if field_name in self.env:
+            return self.env[field_name] + "".join(f"[{p}]" for p in rest)
+        if field_name in self.file_keys and self.file is not None:
+            return f"{self.file}: {toml_key(loc)}"
+        if field_name in Settings.model_fields:
+            return env_names(field_name)[0] + "".join(f"[{p}]" for p in rest)
+        return toml_key(loc)
+
+
+def _origins(environ: Mapping[str, str], file: Path | None, file_keys: frozenset[str]) -> Origins:
+    by_var = {var: name for var, name in variables().items() if name}
+    env = {by_var[k.upper()]: k for k, v in environ.items() if k.upper() in by_var and v != ""}
+    return Origins(env, file, file_keys)
+
+
+# -- loading --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Loaded:
+    settings: Settings
+    origins: Origins
+    warnings: tuple[str, ...]
+
+
+def _read_config_file(environ: Mapping[str, str]) -> tuple[Path | None, dict[str, object]]:
+    value = environ.get(CONFIG_VARIABLE, "")
+    if not value:
+        return None, {}
+    path = Path(value)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{CONFIG_VARIABLE}={value!r}: no such file"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{CONFIG_VARIABLE}={value!r}: is a folder, not a TOML file"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError([f"{CONFIG_VARIABLE}={value!r}: cannot read it ({why})"]) from None
+    try:
+        return path, tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([toml_problem(path, exc)]) from None
+
+
+def _unknown_keys(path: Path, data: Mapping[str, object]) -> list[str]:
+    fields = list(Settings.model_fields)
+    out = []
+    for key in data:
+        if key in fields:
+            continue
+        what = f"table [{key}]" if isinstance(data[key], dict) else f"key {key}"
+        hint = did_you_mean(key.lower().removeprefix(ENV_PREFIX.lower()), fields)
+        out.append(f"{path}: unknown {what} is ignored{hint}")
+    return out
+
+
+_SETTINGS_ERROR_FIELD = re.compile(r'field "([^"]+)"')
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Loaded:
+    """The settings, or a :class:`ConfigError` with one line per problem.
+
+    ``environ`` defaults to ``os.environ``; pydantic-settings reads the process environment, so
+    a different mapping is only used to name things (tests pass the same one).
+    """
+    environ = os.environ if environ is None else environ
+    file, data = _read_config_file(environ)
+    warnings = _unknown_keys(file, data) if file is not None else []
+    origins = _origins(environ, file, frozenset(k for k in data if k in Settings.model_fields))
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise ConfigError(problem_lines(exc, Settings, origins.name), warnings) from exc
+    except SettingsError as exc:  # a list or object variable that is not valid JSON
+        match = _SETTINGS_ERROR_FIELD.search(str(exc))
+        if match is None or match.group(1) not in Settings.model_fields:
+            raise ConfigError([f"configuration: {exc}"], warnings) from exc
+        name = match.group(1)
+        var = origins.name((name,))
+        value = environ.get(origins.env.get(name, ""), "")
+        allowed = describe_allowed(field_schemas(Settings)[name])
+        raise ConfigError(
+            [f"{var}={show_value(value)}: not valid JSON; allowed: {allowed}"], warnings
+        ) from exc
+    return Loaded(settings, origins, tuple(warnings))
+
+
+# -- the data folder --------------------------------------------------------------------------------
+def folder_problem(path: Path) -> str | None:
+    """Why MOBY could not keep state in this folder (created if missing), or None."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        return "exists and is not a folder"
+    except OSError as exc:
+        return f"cannot create it ({exc.strerror or exc})"
+    if not path.is_dir():
+        return "exists and is not a folder"
+    try:  # a real write: as root, os.access says yes even on a read-only file system
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        return f"cannot write in it ({exc.strerror or exc})"
+    return None
+
+
+def sqlite_problem(path: Path) -> str | None:
+    """Why SQLite could not open (or create) this database file, or None."""
+    if path.is_dir():
+        return "is a folder, not a database file"
+    try:
+        connection = sqlite3.connect(path)
+        try:
+            connection.execute("PRAGMA schema_version").fetchone()  # reads the header
+        finally:
+            connection.close()
+    except sqlite3.Error as exc:
+        return f"SQLite cannot open it ({exc})"
+    return None
+
+
+def check_state_path(
+    name: str, value: Path, folder: Path | None = None, database: Path | None = None
+) -> None:
+    """A :class:`ConfigError` naming the setting (``name=value``) when the folder where it keeps
+    state (``value`` itself unless given) or the SQLite database in it cannot be used."""
+    folder = value if folder is None else folder
+    where = "" if folder == value else f"{folder}: "
+    problem = folder_problem(folder)
+    if problem is None and database is not None:
+        where, problem = f"{database}: ", sqlite_problem(database)
+    if problem is not None:
+        raise ConfigError([f"{name}={str(value)!r}: {where}{problem}"])
+
+
+def check_data_dir(loaded: Loaded) -> None:
+    """The backend's data folder and its queue database can be used, or a ConfigError."""
+    s = loaded.settings
+    check_state_path(loaded.origins.name(("data_dir",)), s.data_dir, database=s.queue_path)
+
+
+# -- the reference shown by `moby serve --help` ---------------------------------------------------
+_SECTION = re.compile(r"^\s*# -+ (.+?) -+\s*$")
+_FIELD = re.compile(r"^    ([a-z_][a-z0-9_]*)\s*:")
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    default: str
+    allowed: str
+    meaning: str
+
+
+def _sections() -> dict[str, str]:
+    """field → the title of its ``# --- title ---`` section in this class's source."""
+    try:
+        lines = inspect.getsource(Settings).splitlines()
+    except (OSError, TypeError):  # no source installed: one group
+        return {}
+    out: dict[str, str] = {}
+    section = "settings"
+    for line in lines:
+        if m := _SECTION.match(line):
+            section = m.group(1)
+        elif m := _FIELD.match(line):
+            out.setdefault(m.group(1), section)
+    return out
+
+
+def settings_reference() -> list[tuple[str, list[Variable]]]:
+    """Every setting's variable, grouped as in :class:`Settings`, with its default and what it allows."""
+    sections = _sections()
+    schemas = field_schemas(Settings)
+    groups: dict[str, list[Variable]] = {}
+    for name, info in Settings.model_fields.items():
+        variable = Variable(
+            " / ".join(env_names(name)),
+            show_default(default_of(Settings, name)),
+            describe_allowed(schemas[name]),
+            info.description or "",
+        )
+        groups.setdefault(sections.get(name, "settings"), []).append(variable)
+    return list(groups.items())

@@ -19,8 +19,9 @@ from moby.ingest.registry import Registry, SensorRecord
 from moby.ingest.subscriber import Subscriber
 from moby.metrics import Metrics
 from moby.net import Backoff
+from moby.outage import Outage
 from moby.store.bootstrap import Bootstrap
-from moby.store.influx import InfluxClient, InfluxError
+from moby.store.influx import InfluxClient, InfluxError, RetryableError
 from moby.store.selfmetrics import SelfMetricsReporter
 from moby.store.writer import Writer
 
@@ -55,6 +56,15 @@ class Engine:
             rollup_retention=s.rollup_retention,
             rollup_1h_retention=s.rollup_1h_retention,
         )
+        # InfluxDB away: the writer and the bootstrap loop tell one story in the log (moby.outage).
+        self.influx_outage = Outage(
+            "InfluxDB",
+            s.influx_url,
+            logger=log,
+            details=lambda: {"points_waiting": self.queue.depth_points},
+        )
+        # Bootstrap statements refused by a reachable InfluxDB (auth, privileges): a problem of its own.
+        self.bootstrap_outage = Outage("InfluxDB bootstrap", s.influx_url, logger=log)
         self.self_metrics: SelfMetricsReporter | None = None
         self._bootstrapped = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -85,6 +95,7 @@ class Engine:
             retry_initial_s=s.retry_initial_s,
             retry_max_s=s.retry_max_s,
             on_missing_database=self.bootstrap.run,
+            outage=self.influx_outage,
         )
         self.subscriber = Subscriber(s, self.processor, self.committer, self.metrics)
         self.metrics.queue_points.set(self.queue.depth_points)
@@ -124,6 +135,7 @@ class Engine:
         """Bootstrap once InfluxDB answers, then keep the rollup queries in step with new fields."""
         backoff = Backoff(0.5, 30.0)
         while True:
+            started = time.monotonic()
             try:
                 if not self._bootstrapped.is_set():
                     await self.bootstrap.run()
@@ -131,16 +143,17 @@ class Engine:
                     log.info("InfluxDB bootstrapped", database=self.settings.influx_db)
                 else:
                     await self.bootstrap.reconcile_rollups()
-                backoff.reset()
-                await asyncio.sleep(ROLLUP_RECONCILE_S)
             except (InfluxError, OSError) as exc:
-                delay = backoff.next()
-                log.warning(
-                    "InfluxDB bootstrap failed; retrying",
-                    error=str(exc)[:200],
-                    retry_in=round(delay, 2),
-                )
-                await asyncio.sleep(delay)
+                if isinstance(exc, RetryableError | OSError):  # unreachable, 5xx: InfluxDB is away
+                    self.influx_outage.failed(exc, reason="retryable", started=started)
+                else:
+                    self.bootstrap_outage.failed(exc, started=started)
+                await asyncio.sleep(backoff.next())
+                continue
+            self.influx_outage.succeeded()
+            self.bootstrap_outage.succeeded()
+            backoff.reset()
+            await asyncio.sleep(ROLLUP_RECONCILE_S)
 
     async def _reroll_loop(self) -> None:
         """Every 15 minutes, roll up the recent hours again: late edge backfill reaches the rollups."""

@@ -57,7 +57,11 @@ def run_up(
     rate: float,
     factory: str,
     console: Console,
+    errors: Console,
+    moby: str = "moby",
 ) -> int:
+    """Progress and hints go to ``console`` (stdout), problems to ``errors`` (stderr); the hints
+    spell the ``moby`` command as ``moby`` (how the user ran it, e.g. ``.venv/bin/moby``)."""
     data_dir = data_dir.resolve()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -69,7 +73,7 @@ def run_up(
         ("API", api_port),
     ):
         if port_open(port):
-            console.print(f"[red]port {port} ({name}) is taken: choose another with --{name.lower()}-port")
+            errors.print(f"[red]port {port} ({name}) is taken: choose another with --{name.lower()}-port")
             return 2
 
     # TLS and authentication on, as in production: the backend and the simulated fleet each get
@@ -88,7 +92,7 @@ def run_up(
     try:
         token_file = viewer_token(data_dir, data_dir / "backend")
     except AccessConfigError as exc:
-        console.print(str(exc), style="red", markup=False, highlight=False, soft_wrap=True)
+        errors.print(f"error: {exc}", markup=False, highlight=False)
         return 2
 
     started: list[ManagedProcess] = []
@@ -171,9 +175,9 @@ def run_up(
             "-execute 'SHOW MEASUREMENTS'\n"
             f"  live MQTT    mosquitto_sub -h 127.0.0.1 -p {mqtt_port} --cafile {bdir.ca_cert} "
             f"-u moby-up-viewer -P \"$(cat {bdir.password_path('moby-up-viewer')})\" -t 'moby/#' -v\n"
-            f"  a sensor     moby broker add-sensor SENSOR_ID --factory {factory} --dir {bdir.dir}\n"
-            f"               then: moby edge --config {bdir.dir}/sensors/SENSOR_ID/agent.toml\n"
-            f"  Grafana      moby grafana export {data_dir / 'grafana'} "
+            f"  a sensor     {moby} broker add-sensor SENSOR_ID --factory {factory} --dir {bdir.dir}\n"
+            f"               then: {moby} edge --config {bdir.dir}/sensors/SENSOR_ID/agent.toml\n"
+            f"  Grafana      {moby} grafana export {data_dir / 'grafana'} "
             f"--api-url http://127.0.0.1:{api_port} --influx-url {influx.url}\n"
             "               then mount it as Grafana's provisioning folder (docs/GRAFANA.md)\n"
             + grafana_env
@@ -182,7 +186,8 @@ def run_up(
         while not stop.wait(1.0):
             dead = [p for p in started if not p.running]
             if dead:
-                console.print(f"[red]{dead[0].name} exited; see {dead[0].log_path}:\n{dead[0].tail()}")
+                errors.print(f"[red]{dead[0].name} exited; see {dead[0].log_path}:", markup=True)
+                errors.print(dead[0].tail(), markup=False, highlight=False)
                 return 1
         return 0
     finally:

@@ -48,6 +48,8 @@ ENDPOINTS = [
     Endpoint("/", None, 200),
     Endpoint("/console/console.js", None, 200),
     Endpoint("/docs", None, 200),
+    Endpoint("/docs/swagger-init.js", None, 200),
+    Endpoint("/redoc", None, 200),
     Endpoint("/openapi.json", None, 200),
     Endpoint("/metrics", Role.VIEWER, 200),
     Endpoint("/api/v1/sensors", Role.VIEWER, 200),
@@ -59,7 +61,8 @@ ENDPOINTS = [
     Endpoint("/influx/query?db=moby&q=SHOW+MEASUREMENTS", Role.VIEWER, 502, proxy=True),
     Endpoint("/influx/write?db=moby", Role.VIEWER, 403, proxy=True),  # then: read-only
 ]
-OPEN_API_ROUTES = {"/healthz", "/readyz", "/"}
+# the API documentation is public, like the OpenAPI document it shows
+OPEN_API_ROUTES = {"/healthz", "/readyz", "/", "/docs", "/docs/swagger-init.js", "/redoc"}
 
 
 def settings(tmp_path: Path, **kw: object) -> Settings:

@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from moby import __version__
 from moby.access import AccessPolicy
 from moby.api.console import mount_console
+from moby.api.docs import mount_docs
 from moby.api.models import (
     DeadLetterItem,
     DeadLetters,
@@ -149,9 +150,12 @@ def create_app(engine: Engine, *, manage_engine: bool = True) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc come from the package, not a CDN: mount_docs
+        redoc_url=None,
     )
     # Host allow-list, cross-site refusal and security headers, for every path (docs/SECURITY.md).
     app.add_middleware(WebGuard, hosts=hosts, proxy_prefixes=("/influx",))
+    mount_docs(app)
 
     @app.get("/healthz", response_model=Health, tags=["operations"], summary="Process is alive")
     async def healthz() -> Health:

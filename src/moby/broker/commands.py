@@ -7,19 +7,25 @@ Secrets are never printed: the commands say *where* a key or a generated passwor
 from __future__ import annotations
 
 import os
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 
 from moby.broker.acl import Role
 from moby.broker.setup import USER_ROLES, BrokerConfig, BrokerDir, BrokerSetupError, Limits
+from moby.config import check_state_path
+from moby.terminal import err, out
 
 broker_app = typer.Typer(
     help="A production Mosquitto: CA, TLS, users, per-sensor ACLs.", no_args_is_help=True
 )
-console = Console(stderr=True)
+
+if TYPE_CHECKING:
+    UserRole = Role
+else:  # the choices of --role: only the roles a password user may have (a sensor gets a certificate)
+    UserRole = StrEnum("UserRole", {r.name: r.value for r in USER_ROLES})
 
 DirOption = Annotated[
     Path | None,
@@ -27,15 +33,28 @@ DirOption = Annotated[
 ]
 
 
-def _dir(directory: Path | None) -> BrokerDir:
-    return BrokerDir(directory or Path(os.environ.get("MOBY_DATA_DIR", "./var")) / "broker")
+def _dir(directory: Path | None, *, writes: bool = False, creates: bool = False) -> BrokerDir:
+    """The broker folder. For a command that writes there, checked first (a ConfigError names
+    --dir or MOBY_DATA_DIR and what is wrong); only ``init`` creates it when it is missing."""
+    data_dir = os.environ.get("MOBY_DATA_DIR") or "./var"
+    path = directory or Path(data_dir) / "broker"
+    blocked = path.parent.exists() and not path.parent.is_dir()  # e.g. MOBY_DATA_DIR is a file
+    if creates or (writes and (path.exists() or blocked)):
+        name, value = ("--dir", path) if directory else ("MOBY_DATA_DIR", Path(data_dir))
+        check_state_path(name, value, path)
+    return BrokerDir(path)
+
+
+def _failed(exc: BrokerSetupError) -> typer.Exit:
+    err().print(f"[red]{exc}")
+    return typer.Exit(1)
 
 
 def _reload(bdir: BrokerDir, reload: bool) -> None:
     if reload and bdir.reload():
-        console.print("[green]✓[/] the running broker reloaded its passwords, ACL and CRL (SIGHUP)")
+        out().print("[green]✓[/] the running broker reloaded its passwords, ACL and CRL (SIGHUP)")
     elif reload:
-        console.print("the broker is not running; the change applies when it starts")
+        out().print("the broker is not running; the change applies when it starts")
 
 
 @broker_app.command()
@@ -60,7 +79,7 @@ def init(
     ] = False,
 ) -> None:
     """Create the CA, the server certificate and mosquitto.conf (TLS, no anonymous access)."""
-    bdir = _dir(directory)
+    bdir = _dir(directory, creates=True)
     config = BrokerConfig(
         cert_port=cert_port,
         password_port=password_port,
@@ -76,9 +95,8 @@ def init(
     try:
         bdir.init(config, force=force)
     except BrokerSetupError as exc:
-        console.print(f"[red]{exc}")
-        raise typer.Exit(1) from None
-    console.print(f"[green]✓[/] broker set up in {bdir.dir}\n  run it:  mosquitto -c {bdir.conf}")
+        raise _failed(exc) from None
+    out().print(f"[green]✓[/] broker set up in {bdir.dir}\n  run it:  mosquitto -c {bdir.conf}")
 
 
 @broker_app.command("add-sensor")
@@ -94,13 +112,12 @@ def add_sensor(
     reload: Annotated[bool, typer.Option(help="SIGHUP the running broker")] = True,
 ) -> None:
     """Issue a client certificate (and optionally a password) and write the device bundle."""
-    bdir = _dir(directory)
+    bdir = _dir(directory, writes=True)
     try:
         bundle = bdir.add_sensor(sensor_id, factory, password=password)
     except BrokerSetupError as exc:
-        console.print(f"[red]{exc}")
-        raise typer.Exit(1) from None
-    console.print(
+        raise _failed(exc) from None
+    out().print(
         f"[green]✓[/] sensor {sensor_id} (factory {factory}): bundle in {bundle}\n"
         f"  copy it to the device, then:  moby edge --config {bundle / 'agent.toml'}"
     )
@@ -110,7 +127,7 @@ def add_sensor(
 @broker_app.command("add-user")
 def add_user(
     name: Annotated[str, typer.Argument(help="the username")],
-    role: Annotated[Role, typer.Option(help="backend | operator | readonly | gateway")],
+    role: Annotated[UserRole, typer.Option(help="what the user may do (a sensor: use add-sensor)")],
     factory: Annotated[str | None, typer.Option(help="gateway only: the factory it speaks for")] = None,
     connections: Annotated[
         int,
@@ -127,31 +144,26 @@ def add_user(
     The username is also the MQTT client id (the broker enforces it), so every backend process
     needs a user of its own.
     """
-    bdir = _dir(directory)
-    if role not in USER_ROLES:
-        console.print(f"[red]--role must be one of {', '.join(r.value for r in USER_ROLES)}")
-        raise typer.Exit(2)
+    bdir = _dir(directory, writes=True)
     try:
-        path = bdir.add_user(name, role, factory=factory, connections=connections)
+        path = bdir.add_user(name, Role(role.value), factory=factory, connections=connections)
     except BrokerSetupError as exc:
-        console.print(f"[red]{exc}")
-        raise typer.Exit(1) from None
-    console.print(f"[green]✓[/] user {name} ({role.value}): password in {path}")
+        raise _failed(exc) from None
+    out().print(f"[green]✓[/] user {name} ({role.value}): password in {path}")
     if connections > 1:
         names = bdir.load().identities(name)
         shown = ", ".join(names) if len(names) <= 4 else f"{names[0]}, {names[1]} … {names[-1]}"
-        console.print(f"  connects as {shown} (one connection each, one password)")
+        out().print(f"  connects as {shown} (one connection each, one password)")
     _reload(bdir, reload)
 
 
 def _remove(name: str, directory: Path | None, reload: bool) -> None:
-    bdir = _dir(directory)
+    bdir = _dir(directory, writes=True)
     try:
         bdir.remove(name)
     except BrokerSetupError as exc:
-        console.print(f"[red]{exc}")
-        raise typer.Exit(1) from None
-    console.print(f"[green]✓[/] {name} removed: certificate revoked (CRL), password and ACL entries gone")
+        raise _failed(exc) from None
+    out().print(f"[green]✓[/] {name} removed: certificate revoked (CRL), password and ACL entries gone")
     _reload(bdir, reload)
 
 
@@ -181,8 +193,7 @@ def list_principals(directory: DirOption = None) -> None:
     try:
         registry = _dir(directory).load()
     except BrokerSetupError as exc:
-        console.print(f"[red]{exc}")
-        raise typer.Exit(1) from None
+        raise _failed(exc) from None
     for name, entry in sorted(registry.principals.items()):
         how = "+".join(
             w for w, on in (("cert", entry.get("serial")), ("password", entry.get("password_hash"))) if on
@@ -199,30 +210,31 @@ def render(directory: DirOption = None) -> None:
 
     Listener settings (such as binding client ids to users) take effect when the broker restarts.
     """
-    bdir = _dir(directory)
+    bdir = _dir(directory, writes=True)
     try:
         bdir.render()
     except BrokerSetupError as exc:
-        console.print(f"[red]{exc}")
-        raise typer.Exit(1) from None
-    console.print(f"[green]✓[/] {bdir.conf} and the files it names rewritten; restart the broker to apply")
+        raise _failed(exc) from None
+    out().print(f"[green]✓[/] {bdir.conf} and the files it names rewritten; restart the broker to apply")
 
 
 @broker_app.command()
 def reload(directory: DirOption = None) -> None:
     """Make the running broker re-read passwords, ACL and CRL (SIGHUP)."""
     if not _dir(directory).reload():
-        console.print("[red]no running broker found (pid file)")
+        err().print("[red]no running broker found (pid file)")
         raise typer.Exit(1)
 
 
 @broker_app.command("export-emqx")
 def export_emqx(
-    out: Annotated[Path, typer.Argument(help="folder to mount at /opt/emqx/etc/moby on every EMQX node")],
+    folder: Annotated[
+        Path, typer.Argument(metavar="OUT", help="folder to mount at /opt/emqx/etc/moby on every EMQX node")
+    ],
     directory: DirOption = None,
 ) -> None:
     """Write the ACL, users and TLS files deploy/emqx/emqx.conf expects, from this setup."""
     from moby.broker.emqx import export
 
-    for path in export(_dir(directory), out):
-        console.print(f"wrote {path}")
+    for path in export(_dir(directory), folder):
+        out().print(f"wrote {path}", markup=False, highlight=False)

@@ -98,7 +98,10 @@ class AgentConfig(BaseModel):
     def load(cls, path: Path) -> AgentConfig:
         """Relative TLS file paths are taken from the configuration file's folder (a bundle)."""
         raw = tomllib.loads(path.read_text())
-        for table in (raw, *raw.get("sensors", [])):
+        sensors = raw.get("sensors")
+        for table in (raw, *(sensors if isinstance(sensors, list) else [])):
+            if not isinstance(table, dict):  # not a table: validation says so, naming the key
+                continue
             for key in ("ca_file", "cert_file", "key_file"):
                 if isinstance(table.get(key), str):
                     table[key] = str(path.parent / table[key])

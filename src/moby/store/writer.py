@@ -12,6 +12,8 @@
   bisected until each bad line stands alone; those go to the dead-letter store with
   InfluxDB's message, the rest are confirmed.
 * Rows leave the queue only when InfluxDB confirmed them (or they were dead-lettered).
+* While InfluxDB is away the log gets one line when it goes, a summary every 30 s and one line
+  when it is back (:class:`moby.outage.Outage`), not a line per retry of every slot.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from moby.ingest.process import Reason
 from moby.ingest.queue import DeadLetter, DurableQueue, StoredSegment
 from moby.metrics import Metrics
 from moby.net import Backoff
+from moby.outage import Outage
 from moby.store.influx import (
     DatabaseNotFound,
     InfluxClient,
@@ -60,6 +63,7 @@ class Writer:
         retry_initial_s: float = 0.2,
         retry_max_s: float = 30.0,
         on_missing_database: Callable[[], Awaitable[None]] | None = None,
+        outage: Outage | None = None,
     ) -> None:
         self._queue = queue
         self._client = client
@@ -78,6 +82,10 @@ class Writer:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self.healthy = True  # False while writes fail
+        # Shared with whoever else watches this InfluxDB (the bootstrap loop): one story in the log.
+        self.outage = outage or Outage(
+            "InfluxDB", client.url, logger=log, details=lambda: {"points_waiting": queue.depth_points}
+        )
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="influx-writer")
@@ -159,6 +167,7 @@ class Writer:
             try:
                 await self._client.write(body)
             except RejectedError as exc:
+                self.outage.succeeded()  # it answered: bad points, not an unavailable database
                 self._metrics.write_errors.labels("rejected").inc()
                 log.info("InfluxDB rejected points", error=str(exc)[:300])
                 return str(exc)
@@ -170,19 +179,14 @@ class Writer:
                 if isinstance(exc, DatabaseNotFound) and self._on_missing_database is not None:
                     with contextlib.suppress(Exception):
                         await self._on_missing_database()
-                delay = backoff.next()
-                log.warning(
-                    "InfluxDB write failed; will retry",
-                    error=str(exc)[:300],
-                    kind=kind,
-                    retry_in=round(delay, 2),
-                )
-                await asyncio.sleep(delay)
+                self.outage.failed(exc, reason=kind, started=started)
+                await asyncio.sleep(backoff.next())
                 continue
             self._metrics.write_latency.observe(time.monotonic() - started)
             self._metrics.points_written.inc(body.count(b"\n"))
             self._metrics.influx_up.set(1)
             self.healthy = True
+            self.outage.succeeded()
             return None
 
     async def _isolate(self, rows: Sequence[StoredSegment]) -> None:
