@@ -47,10 +47,11 @@ STRICT_CSP: Final = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
-# FastAPI's Swagger UI / ReDoc pages start the UI with an inline <script> and the UI sets inline
-# styles; their assets are served by this backend (same origin), never by a CDN.
+# The /docs (Swagger UI) and /redoc pages are our own files with no inline script, their assets
+# served by this backend (never a CDN); the UIs set inline styles, and ReDoc runs its search in
+# a web worker it builds from a blob: URL of its own script.
 DOCS_CSP: Final = (
-    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; worker-src 'self' blob:; "
     "img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 DOCS_PATHS: Final = ("/docs", "/redoc")

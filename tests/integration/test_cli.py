@@ -203,9 +203,14 @@ def test_results_go_to_stdout_whole_when_piped(tmp_path: Path) -> None:
     ]
     assert all(len(line) > 80 for line in done.stdout.splitlines())
 
-    done = run("grafana", "export", str(deep / "grafana"))
+    done = run("grafana", "export", str(deep / "grafana"), "--alert-email", "ops@example.com")
     assert done.returncode == 0 and done.stderr == ""
-    assert all(line.startswith(f"wrote {deep}/grafana/") for line in done.stdout.splitlines())
+    *written, notified = done.stdout.splitlines()
+    assert all(line.startswith(f"wrote {deep}/grafana/") for line in written)
+    assert notified == "alerts notify the contact point MOBY: e-mail to 1 address"
+    # without a contact point the rules notify no one: said on stderr, as a warning
+    done = run("grafana", "export", str(deep / "grafana"))
+    assert done.returncode == 0 and done.stderr.startswith("warning: no alert contact configured")
 
 
 def test_broker_success_on_stdout_and_problems_on_stderr(tmp_path: Path) -> None:
