@@ -8,7 +8,7 @@ import pytest
 
 from moby.metrics import Metrics
 from moby.query.cache import CachedResponse, ResponseCache
-from moby.query.influxql import ReadOnlyViolation
+from moby.query.parser import Refused
 from moby.query.proxy import InfluxProxy, ProxyConfig
 from moby.store.influx import InfluxClient
 
@@ -101,7 +101,7 @@ def test_plan_routes_and_sets_ttls() -> None:
     # Several statements: the shortest TTL wins; each is routed on its own.
     both = p.plan(grafana(900_000) + ";" + grafana(90 * 86_400_000, NOW_MS - 86_400_000 * 3, "3h"), {})
     assert both.policies == ["raw", "rollup_1h"] and both.ttl_s == 5
-    with pytest.raises(ReadOnlyViolation):
+    with pytest.raises(Refused):
         p.plan(grafana(900_000) + "; DROP DATABASE db", {})
 
 
