@@ -116,6 +116,11 @@ class Metrics:
         self.query_upstream_inflight = Gauge(
             "moby_query_upstream_inflight", "Proxy queries running in InfluxDB now", registry=r
         )
+        self.query_upstream_waiting = Gauge(
+            "moby_query_upstream_waiting",
+            "Proxy queries waiting for one of their client's slots (MOBY_PROXY_MAX_CONCURRENT_PER_CLIENT)",
+            registry=r,
+        )
         self.query_routed = Counter(
             "moby_query_routed",
             'Statements naming "auto", by the retention policy chosen',

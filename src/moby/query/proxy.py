@@ -136,6 +136,7 @@ class InfluxProxy:
         metrics.query_cache_evictions.set_function(lambda: self.cache.evictions)
         metrics.query_delta_bytes.set_function(lambda: self.delta.bytes)
         metrics.query_upstream_inflight.set_function(lambda: limiter.inflight)
+        metrics.query_upstream_waiting.set_function(lambda: limiter.waiting)
 
     def app(self, *, with_metrics: bool = False) -> Starlette:
         routes = [

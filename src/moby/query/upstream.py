@@ -56,7 +56,8 @@ class ClientLimiter:
 
     per_client: int
     _clients: dict[str, _Client] = field(default_factory=dict)
-    inflight: int = 0
+    inflight: int = 0  # all clients: running upstream
+    waiting: int = 0  # all clients: waiting for a slot
 
     @asynccontextmanager
     async def slot(self, client: str) -> AsyncIterator[None]:
@@ -69,14 +70,19 @@ class ClientLimiter:
                 f"{self.per_client} run at a time, MOBY_PROXY_MAX_CONCURRENT_PER_CLIENT)"
             )
         state.users += 1
+        self.waiting += 1
+        waiting = True
         try:
             async with state.slots:
+                self.waiting, waiting = self.waiting - 1, False
                 self.inflight += 1
                 try:
                     yield
                 finally:
                     self.inflight -= 1
         finally:
+            if waiting:  # gave up waiting (timed out, cancelled)
+                self.waiting -= 1
             state.users -= 1
             if state.users == 0:  # idle clients are forgotten: the map is bounded by live requests
                 del self._clients[client]
