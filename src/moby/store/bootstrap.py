@@ -180,7 +180,8 @@ async def ensure_users(
                 await _admin_execute(admin, f"REVOKE ALL PRIVILEGES FROM {name}")
             grants = await _admin_execute(admin, f"SHOW GRANTS FOR {name}")
             for row in series_rows(grants[0]):
-                if row["database"] != database or row["privilege"] != "READ":
+                extra = row["database"] != database or row["privilege"] != "READ"
+                if extra and row["privilege"] != "NO PRIVILEGES":  # a revoked grant stays listed
                     await _admin_execute(admin, f"REVOKE ALL ON {quote_ident(row['database'])} FROM {name}")
             await _admin_execute(admin, f"GRANT READ ON {db} TO {name}")
         log.info("InfluxDB user set", user=user.name, role=role, database=database)
@@ -242,7 +243,8 @@ class Bootstrap:
         await self.reconcile_rollups()
 
     async def _existing_cqs(self) -> dict[str, str]:
-        results = await self.client.query("SHOW CONTINUOUS QUERIES", database="")
+        # Asked on the database: without one, InfluxDB with auth-enabled wants an administrator.
+        results = await self.client.query("SHOW CONTINUOUS QUERIES", database=self.db)
         return {
             row["name"]: row["query"]
             for series in results[0].get("series", [])
