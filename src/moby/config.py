@@ -168,8 +168,10 @@ class Settings(BaseSettings):
     proxy_influx_password: SecretStr | None = None
     # Answers larger than this are refused (never buffered whole); at most 16 are read at once.
     proxy_max_response_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
-    # Upstream queries one client (API token, else address) may have running; 8 more per slot may wait.
+    # Upstream queries one client (API token, else address) may have running at once, and how
+    # many more may wait for a slot (a Grafana server is one client for all its users).
     proxy_max_concurrent_per_client: Annotated[int, Field(ge=1, le=1024)] = 4
+    proxy_max_waiting_per_client: Annotated[int, Field(ge=0, le=100_000)] = 256
 
     # --- who may use the HTTP API and the proxy (docs/SECURITY.md) ------------------------------
     # auto: API tokens required when the API (or the proxy's own port) listens beyond loopback;

@@ -291,7 +291,9 @@ def test_concurrent_queries_per_client_are_bounded(
     own_influxd: Influxd, db_name: str, make_proxy: Callable[..., Proxy], frozen: Callable[[bool], None]
 ) -> None:
     asyncio.run(proxy_support.seed(own_influxd.url, db_name))
-    proxy = make_proxy(own_influxd, db_name, moby_proxy_max_concurrent_per_client="1")
+    proxy = make_proxy(
+        own_influxd, db_name, moby_proxy_max_concurrent_per_client="1", moby_proxy_max_waiting_per_client="8"
+    )
     frozen(True)
     answers: list[int] = []
 

@@ -254,9 +254,10 @@ async def test_one_set_of_parameters() -> None:
 
 
 async def test_the_per_client_limiter() -> None:
-    from moby.query.upstream import WAITING_PER_SLOT, Busy, ClientLimiter
+    from moby.query.upstream import Busy, ClientLimiter
 
-    limiter = ClientLimiter(per_client=1)
+    waiting = 8
+    limiter = ClientLimiter(per_client=1, max_waiting=waiting)
     release = asyncio.Event()
     entered: list[int] = []
 
@@ -265,21 +266,21 @@ async def test_the_per_client_limiter() -> None:
             entered.append(n)
             await release.wait()
 
-    tasks = [asyncio.create_task(use("a", n)) for n in range(WAITING_PER_SLOT)]
+    tasks = [asyncio.create_task(use("a", n)) for n in range(waiting)]
     other = asyncio.create_task(use("b", 99))  # another client has slots of its own
     await asyncio.sleep(0.01)
-    assert entered == [0, 99] and limiter.inflight == 2 and limiter.waiting == WAITING_PER_SLOT - 1
+    assert entered == [0, 99] and limiter.inflight == 2 and limiter.waiting == waiting - 1
     # A waiter that gives up (the query's time limit) leaves no trace.
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.01), limiter.slot("a"):
             pass
-    assert limiter.waiting == WAITING_PER_SLOT - 1
-    tasks.append(asyncio.create_task(use("a", WAITING_PER_SLOT)))
+    assert limiter.waiting == waiting - 1
+    tasks.append(asyncio.create_task(use("a", waiting)))
     await asyncio.sleep(0.01)
     with pytest.raises(Busy, match="too many concurrent queries"):  # 1 running, 8 waiting: full
         async with limiter.slot("a"):
             pass
     release.set()
     await asyncio.gather(*tasks, other)
-    assert sorted(entered) == [*range(1 + WAITING_PER_SLOT), 99]
+    assert sorted(entered) == [*range(1 + waiting), 99]
     assert limiter.inflight == 0 and limiter.waiting == 0 and len(limiter) == 0

@@ -112,11 +112,18 @@ class _Parser:
         self.pos = 0
         self.tokens: list[Token] = []  # of the statement being read
         self._peeked: tuple[int, list[Token], Token] | None = None
+        self._scanned: dict[int, Token] = {}  # the token at each position (a pure function of it)
 
     # --- scanning ----------------------------------------------------------------------------------
+    def scan(self, i: int) -> Token:
+        t = self._scanned.get(i)
+        if t is None:
+            t = self._scanned[i] = scan_at(self.q, i)
+        return t
+
     def raw(self) -> Token:
         """The next token, whitespace and comments included, without consuming it."""
-        return scan_at(self.q, self.pos)
+        return self.scan(self.pos)
 
     def push(self, t: Token) -> None:
         self.tokens.append(t)
@@ -129,7 +136,7 @@ class _Parser:
         skipped: list[Token] = []
         i = self.pos
         while True:
-            t = scan_at(self.q, i)
+            t = self.scan(i)
             if t.significant or t.kind is Kind.EOF:
                 break
             skipped.append(t)

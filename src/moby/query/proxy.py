@@ -93,6 +93,7 @@ class ProxyConfig:
     max_response_bytes: int = 16 * 1024 * 1024
     timeout_s: float = 60.0
     max_concurrent_per_client: int = 4
+    max_waiting_per_client: int = 256
 
 
 @dataclass
@@ -125,7 +126,8 @@ class InfluxProxy:
         self.authenticate = authenticator or token_authenticator(
             access or AccessPolicy.open(), lambda: self.version
         )
-        self.limiter = limiter = ClientLimiter(config.max_concurrent_per_client)
+        limiter = ClientLimiter(config.max_concurrent_per_client, config.max_waiting_per_client)
+        self.limiter = limiter
         # The bound is shared: half for whole answers, half for the delta cache's buckets.
         self.cache = ResponseCache(config.cache_max_bytes // 2)
         self.delta = DeltaCache(config.cache_max_bytes // 2, max_age_s=config.ttl_s)
@@ -531,6 +533,7 @@ def proxy_from_settings(
         max_response_bytes=s.proxy_max_response_bytes,
         timeout_s=s.proxy_timeout_s,
         max_concurrent_per_client=s.proxy_max_concurrent_per_client,
+        max_waiting_per_client=s.proxy_max_waiting_per_client,
         cache=s.proxy_cache,
         delta=s.proxy_cache_delta,
         cache_max_bytes=s.proxy_cache_max_bytes,

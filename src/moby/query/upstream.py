@@ -5,7 +5,8 @@
   makes InfluxDB stop the query (it watches for the client going away).
 * **Time**: the whole exchange, waiting for a slot included, is bounded (:class:`Timeout`).
 * **Concurrency**: each client (see :class:`ClientLimiter`) has at most ``per_client`` queries
-  running upstream; a few more may wait for a slot, more than that are refused (:class:`Busy`).
+  running upstream; up to ``max_waiting`` more wait for a slot (a Grafana server is one client
+  for all its users), more than that are refused (:class:`Busy`).
 """
 
 from __future__ import annotations
@@ -14,14 +15,10 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Final
 
 import aiohttp
 
 from moby.store.influx import InfluxClient
-
-# A client may have this many requests waiting for a slot per slot it holds; more are refused.
-WAITING_PER_SLOT: Final = 8
 
 
 class UpstreamError(Exception):
@@ -55,6 +52,7 @@ class ClientLimiter:
     """At most ``per_client`` concurrent upstream queries per client; bounded waiting beyond."""
 
     per_client: int
+    max_waiting: int = 256
     _clients: dict[str, _Client] = field(default_factory=dict)
     inflight: int = 0  # all clients: running upstream
     waiting: int = 0  # all clients: waiting for a slot
@@ -64,10 +62,11 @@ class ClientLimiter:
         state = self._clients.get(client)
         if state is None:
             state = self._clients[client] = _Client(asyncio.Semaphore(self.per_client))
-        if state.users >= self.per_client * (1 + WAITING_PER_SLOT):
+        if state.users >= self.per_client + self.max_waiting:
             raise Busy(
-                f"too many concurrent queries from this client ({state.users} running or waiting; "
-                f"{self.per_client} run at a time, MOBY_PROXY_MAX_CONCURRENT_PER_CLIENT)"
+                f"too many concurrent queries from this client ({state.users} running or waiting: "
+                f"{self.per_client} run at a time, MOBY_PROXY_MAX_CONCURRENT_PER_CLIENT, and "
+                f"{self.max_waiting} wait, MOBY_PROXY_MAX_WAITING_PER_CLIENT)"
             )
         state.users += 1
         self.waiting += 1
