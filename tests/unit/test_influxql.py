@@ -105,6 +105,9 @@ def test_regexes_where_influxdb_reads_them(q: str, regexes: list[str]) -> None:
         'SELECT abc"def" FROM m',  # a name directly before a quote: the quoted part is the name
         "SELECT 1. FROM m",  # InfluxDB's scanner swallows the dot
         "SELECT a\r\nFROM m\rWHERE a = 1",
+        "SELECT " + "(" * 60 + "1" + ")" * 60 + " FROM m",  # deep, within the bound
+        "SELECT a FROM m;" * 64,
+        "SELECT " + " + ".join(["a"] * 5000) + " FROM m WHERE " + " AND ".join(["a = 1"] * 3000),
     ],
 )
 def test_reads_are_parsed(q: str) -> None:
@@ -182,6 +185,12 @@ def test_writes_and_everything_else_are_refused(q: str) -> None:
         'SELECT"x" FROM m',  # the quoted part replaces the word: no SELECT
         "-- only a comment",
         "",
+        # bounds: the parser runs on the event loop
+        "SELECT " + "(" * 65 + "1" + ")" * 65 + " FROM m",
+        "SELECT " + "abs(" * 65 + "1" + ")" * 65 + " FROM m",
+        "SELECT a FROM " + "(SELECT a FROM " * 65 + "m" + ")" * 65,
+        "SELECT a FROM m;" * 65,
+        "SELECT a FROM m WHERE a = '" + "x" * 64 * 1024 + "'",
     ],
 )
 def test_what_cannot_be_parsed_is_refused(q: str) -> None:
@@ -230,6 +239,7 @@ def test_grafana_time_filter() -> None:
         ("time >= now() - 2d AND time <= now() - 1h", NOW_MS - 2 * 86_400_000, NOW_MS - 3_600_000),
         ('"time" > now() - 1h30m', NOW_MS - 5_400_000, None),
         ("TIME > now() - 1h - 30m", NOW_MS - 5_400_000, None),
+        ("time > (now() - 2h) + 1h + " + " + ".join(["0s"] * 3000), NOW_MS - 3_600_000, None),
         ("time > '2025-11-26T06:40:51.123Z' AND time < '2025-11-26T07:40:51Z'", 1764139251123, 1764142851000),
         ("time >= 1764139251123000000", 1764139251123, None),
         ("x > 1 AND time > now() - 1m", NOW_MS - 60_000, None),

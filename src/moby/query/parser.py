@@ -101,8 +101,17 @@ class Statement:
         return out
 
 
+# Bounds on what an attacker can make the parser do (it runs on the event loop): a dashboard's
+# query is a few hundred characters, one statement, a few levels of parentheses.
+MAX_QUERY_CHARS: Final = 64 * 1024
+MAX_STATEMENTS: Final = 64
+MAX_DEPTH: Final = 64  # nested parentheses, calls and subqueries
+
+
 def parse(q: str) -> list[Statement]:
     """Every statement of ``q``; raises :class:`InfluxQLError` or :class:`Refused`."""
+    if len(q) > MAX_QUERY_CHARS:
+        raise InfluxQLError(f"the query is longer than {MAX_QUERY_CHARS} characters")
     return _Parser(normalize_newlines(q)).query()
 
 
@@ -113,6 +122,7 @@ class _Parser:
         self.tokens: list[Token] = []  # of the statement being read
         self._peeked: tuple[int, list[Token], Token] | None = None
         self._scanned: dict[int, Token] = {}  # the token at each position (a pure function of it)
+        self._depth = 0
 
     # --- scanning ----------------------------------------------------------------------------------
     def scan(self, i: int) -> Token:
@@ -205,6 +215,8 @@ class _Parser:
                 continue
             if not semi:
                 raise self.fail("';'")
+            if len(statements) == MAX_STATEMENTS:
+                raise InfluxQLError(f"the query holds more than {MAX_STATEMENTS} statements")
             self.pos = self._skip_to_significant()
             statements.append(self.statement())
             semi = False
@@ -272,7 +284,9 @@ class _Parser:
         if subqueries and self.peek().is_op("("):
             self.take()
             self.expect_kw("SELECT")
+            self.nested()
             sub = self.select()  # shares self.tokens: its indices are the top-level statement's
+            self._depth -= 1
             self.expect_op(")")
             stmt.databases.extend(sub.databases)
             return Source(subquery=sub)
@@ -458,7 +472,7 @@ class _Parser:
             op = self.peek()
             name = op.value if op.is_kw("AND", "OR") else op.text if op.kind is Kind.OP else ""
             if name not in _PRECEDENCE:
-                return _spans(root.args[-1])
+                return root.args[-1]
             self.take()
             op_index = self.last
             if name in ("=~", "!~"):
@@ -472,11 +486,24 @@ class _Parser:
             while True:
                 r_node = node.args[-1]
                 if r_node.kind != "binary" or _PRECEDENCE[r_node.value] >= _PRECEDENCE[name]:
-                    node.args[-1] = Expr("binary", 0, 0, name, [r_node, rhs], op_index)
+                    node.args[-1] = Expr("binary", r_node.start, rhs.end, name, [r_node, rhs], op_index)
                     break
+                r_node.end = rhs.end  # it now ends where the new operand does
                 node = r_node
 
+    def nested(self) -> None:
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise InfluxQLError(f"the query nests parentheses, calls or subqueries deeper than {MAX_DEPTH}")
+
     def unary(self) -> Expr:
+        self.nested()
+        try:
+            return self._unary()
+        finally:
+            self._depth -= 1
+
+    def _unary(self) -> Expr:
         t = self.take()
         start = self.last
         if t.is_op("("):
@@ -566,14 +593,6 @@ class _Parser:
         return Expr("var", start, self.last + 1, ".".join(names), typed=typed)
 
 
-def _spans(e: Expr) -> Expr:
-    """Binary nodes built by precedence get their token span from their operands."""
-    if e.kind == "binary":
-        lhs, rhs = (_spans(a) for a in e.args)
-        e.start, e.end = lhs.start, rhs.end
-    return e
-
-
 # --- what routing and caching need ------------------------------------------------------------------
 
 
@@ -599,28 +618,39 @@ class Shape:
     interval_offset: bool = False  # GROUP BY time(interval, offset)
 
 
-def _conjuncts(e: Expr | None) -> list[Expr]:
-    if e is None:
-        return []
-    if e.kind == "binary" and e.value == "AND":
-        return _conjuncts(e.args[0]) + _conjuncts(e.args[1])
-    if e.kind == "paren":
-        return _conjuncts(e.args[0])
-    return [e]
+def _conjuncts(where: Expr | None) -> list[Expr]:
+    """The expressions ANDed at the top of a condition (iteratively: chains can be long)."""
+    out: list[Expr] = []
+    stack = [where] if where is not None else []
+    while stack:
+        e = stack.pop()
+        if e.kind == "binary" and e.value == "AND":
+            stack += [e.args[1], e.args[0]]
+        elif e.kind == "paren":
+            stack.append(e.args[0])
+        else:
+            out.append(e)
+    return out
 
 
 def _time_value(e: Expr) -> tuple[float, bool] | None:
     """(ms, relative to now) of ``now() - 15m``, ``1764139251123ms``, ``'2025-11-26T06:40:51Z'``."""
-    if e.kind == "paren":
-        return _time_value(e.args[0])
+    offset = 0.0
+    while True:  # unwrap parentheses and "± duration" steps, from the right
+        if e.kind == "paren":
+            e = e.args[0]
+        elif e.kind == "binary" and e.value in ("+", "-") and e.args[1].kind == "duration":
+            offset += (-1 if e.value == "-" else 1) * duration_ms(e.args[1].value)
+            e = e.args[0]
+        else:
+            break
+    base = _base_time(e)
+    return None if base is None else (base[0] + offset, base[1])
+
+
+def _base_time(e: Expr) -> tuple[float, bool] | None:
     if e.kind == "call" and e.value == "now" and not e.args:
         return 0.0, True
-    if e.kind == "binary" and e.value in ("+", "-") and e.args[1].kind == "duration":
-        base = _time_value(e.args[0])
-        if base is None:
-            return None
-        sign = -1 if e.value == "-" else 1
-        return base[0] + sign * duration_ms(e.args[1].value), base[1]
     if e.kind == "duration" and not e.value.startswith(("-", "+")):
         return duration_ms(e.value), False
     if e.kind == "integer" and e.value.isdigit():
