@@ -125,6 +125,10 @@ class Settings(BaseSettings):
     # --- InfluxDB writer ----------------------------------------------------------------------
     influx_username: str | None = None
     influx_password: SecretStr | None = None
+    # An InfluxDB administrator, used only by the bootstrap when InfluxDB has auth-enabled: it
+    # creates the database and retention policies and the two users below (writer, reader).
+    influx_admin_username: str | None = None
+    influx_admin_password: SecretStr | None = None
     batch_max_points: Annotated[int, Field(ge=1)] = 5000
     batch_min_points: Annotated[int, Field(ge=1)] = 1000
     batch_linger_s: Annotated[float, Field(ge=0)] = 1.0
@@ -158,6 +162,16 @@ class Settings(BaseSettings):
     # Answers without a time range (SHOW TAG VALUES for dashboard variables, ...).
     proxy_cache_meta_ttl_s: Annotated[float, Field(ge=0)] = 30.0
     proxy_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    # The InfluxDB user the proxy reads as: it should hold only READ on the database (the
+    # bootstrap makes it so when the admin credential is given). Unset: the writer's credentials.
+    proxy_influx_username: str | None = None
+    proxy_influx_password: SecretStr | None = None
+    # Answers larger than this are refused (never buffered whole); at most 16 are read at once.
+    proxy_max_response_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
+    # Upstream queries one client (API token, else address) may have running at once, and how
+    # many more may wait for a slot (a Grafana server is one client for all its users).
+    proxy_max_concurrent_per_client: Annotated[int, Field(ge=1, le=1024)] = 4
+    proxy_max_waiting_per_client: Annotated[int, Field(ge=0, le=100_000)] = 256
 
     # --- who may use the HTTP API and the proxy (docs/SECURITY.md) ------------------------------
     # auto: API tokens required when the API (or the proxy's own port) listens beyond loopback;

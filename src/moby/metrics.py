@@ -83,7 +83,8 @@ class Metrics:
         self.query_requests = Counter(
             "moby_query_requests",
             "InfluxQL proxy /query requests, by outcome (hit, miss, coalesced, uncacheable, "
-            "bypass, refused, unauthorized, bad_request, upstream_error)",
+            "bypass, refused, unparsed, unauthorized, bad_request, throttled, too_large, timeout, "
+            "upstream_error)",
             ["outcome"],
             registry=r,
         )
@@ -111,6 +112,14 @@ class Metrics:
         )
         self.query_upstream = Counter(
             "moby_query_upstream_requests", "Requests the proxy sent to InfluxDB /query", registry=r
+        )
+        self.query_upstream_inflight = Gauge(
+            "moby_query_upstream_inflight", "Proxy queries running in InfluxDB now", registry=r
+        )
+        self.query_upstream_waiting = Gauge(
+            "moby_query_upstream_waiting",
+            "Proxy queries waiting for one of their client's slots (MOBY_PROXY_MAX_CONCURRENT_PER_CLIENT)",
+            registry=r,
         )
         self.query_routed = Counter(
             "moby_query_routed",

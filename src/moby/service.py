@@ -10,6 +10,7 @@ import contextlib
 import time
 
 import structlog
+from pydantic import SecretStr
 
 from moby.config import Settings
 from moby.ingest.committer import GroupCommitter
@@ -20,7 +21,7 @@ from moby.ingest.subscriber import Subscriber
 from moby.metrics import Metrics
 from moby.net import Backoff
 from moby.outage import Outage
-from moby.store.bootstrap import Bootstrap
+from moby.store.bootstrap import Bootstrap, InfluxUser
 from moby.store.influx import InfluxClient, InfluxError, RetryableError
 from moby.store.selfmetrics import SelfMetricsReporter
 from moby.store.writer import Writer
@@ -29,6 +30,10 @@ log = structlog.get_logger(__name__)
 
 ROLLUP_RECONCILE_S = 30.0
 REROLL_EVERY_S = 900.0
+
+
+def _user(name: str | None, password: SecretStr | None) -> InfluxUser | None:
+    return InfluxUser(name, password.get_secret_value() if password else "") if name else None
 
 
 class Engine:
@@ -50,11 +55,27 @@ class Engine:
             password=s.influx_password.get_secret_value() if s.influx_password else None,
             timeout_s=s.write_timeout_s,
         )
+        # With an InfluxDB administrator configured, the bootstrap makes the writer and the
+        # query proxy's reader separate users (docs/SECURITY.md).
+        self.influx_admin = (
+            InfluxClient(
+                s.influx_url,
+                s.influx_db,
+                username=s.influx_admin_username,
+                password=s.influx_admin_password.get_secret_value() if s.influx_admin_password else None,
+                timeout_s=s.write_timeout_s,
+            )
+            if s.influx_admin_username
+            else None
+        )
         self.bootstrap = Bootstrap(
             self.influx,
             raw_retention=s.raw_retention,
             rollup_retention=s.rollup_retention,
             rollup_1h_retention=s.rollup_1h_retention,
+            admin=self.influx_admin,
+            writer=_user(s.influx_username, s.influx_password),
+            reader=_user(s.proxy_influx_username, s.proxy_influx_password),
         )
         # InfluxDB away: the writer and the bootstrap loop tell one story in the log (moby.outage).
         self.influx_outage = Outage(
@@ -189,4 +210,6 @@ class Engine:
                 await task
         await self.queue.close()
         await self.influx.close()
+        if self.influx_admin is not None:
+            await self.influx_admin.close()
         log.info("engine stopped", flushed=flushed, left_in_queue=self.queue.depth_points)

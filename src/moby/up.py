@@ -18,7 +18,12 @@ from moby.broker.setup import BrokerDir, SecureMosquitto
 from moby.config import Settings
 from moby.edge.simulate import SimConfig
 from moby.procs import ManagedProcess, free_port, http_ready, port_open
-from moby.store.influxd import Influxd
+from moby.store.influxd import READER, InfluxCredentials, Influxd, InfluxSetupError, create_first_admin
+
+
+def credentials_dir(data_dir: Path) -> Path:
+    return data_dir / "influxdb" / "credentials"
+
 
 UP_TOKEN_FILE = "moby-up-viewer.token"
 
@@ -104,14 +109,27 @@ def run_up(
             f"[green]✓[/] Mosquitto   mqtts://{mqtt} (password), mqtts://127.0.0.1:{mqtt_cert_port} "
             f"(client certificates)  (setup in {bdir.dir})"
         )
+        # InfluxDB with auth-enabled, as in production: an administrator used only by the
+        # bootstrap, the backend's writer, and a reader holding only READ for the query proxy.
+        # Their passwords are generated into 0600 files and handed over in the environment.
+        credentials = InfluxCredentials.ensure(credentials_dir(data_dir))
         with console.status("starting InfluxDB…"):
-            influx = Influxd(data_dir / "influxdb", influx_port, free_port())
+            influx = Influxd(data_dir / "influxdb", influx_port, free_port(), auth=True)
             started.append(influx.start(timeout_s=60))
-        console.print(f"[green]✓[/] InfluxDB    {influx.url}  (state in {influx.directory})")
+            try:
+                create_first_admin(influx.url, credentials.admin)
+            except InfluxSetupError as exc:
+                console.print(f"[red]{exc}")
+                return 1
+        console.print(
+            f"[green]✓[/] InfluxDB    {influx.url}  (auth on; state in {influx.directory}, "
+            f"passwords in {credentials_dir(data_dir)})"
+        )
         env = {
             "MOBY_MQTT_URL": f"mqtts://moby-up-backend:{backend_password}@{mqtt}",
             "MOBY_MQTT_CA_FILE": str(bdir.ca_cert),
             "MOBY_INFLUX_URL": influx.url,
+            **credentials.env(),
             "MOBY_DATA_DIR": str(data_dir / "backend"),
             "MOBY_API_PORT": str(api_port),
             # its user: the broker makes the username the client id (and a MOBY_MQTT_CLIENT_ID
@@ -145,7 +163,7 @@ def run_up(
             log_path=data_dir / "logs" / "simulate.log",
             ready=lambda: True,
             env={
-                **env,
+                **{k: v for k, v in env.items() if "INFLUX" not in k},  # the fleet needs no database
                 "MOBY_MQTT_URL": f"mqtts://{fleet_user}:{fleet_password}@{mqtt}",
                 # its store-and-forward buffer, apart from the backend's queue
                 "MOBY_DATA_DIR": str(data_dir / "simulate"),
@@ -171,14 +189,17 @@ def run_up(
             f"  sensors      http://127.0.0.1:{api_port}/api/v1/sensors\n"
             f"  metrics      http://127.0.0.1:{api_port}/metrics\n"
             f"  dead letters http://127.0.0.1:{api_port}/api/v1/dlq\n"
-            f"  InfluxDB     influx -port {influx_port} -database moby "
+            f"  InfluxDB     influx -port {influx_port} -database moby -username {READER} "
+            f'-password "$(cat {credentials_dir(data_dir) / (READER + ".password")})" '
             "-execute 'SHOW MEASUREMENTS'\n"
             f"  live MQTT    mosquitto_sub -h 127.0.0.1 -p {mqtt_port} --cafile {bdir.ca_cert} "
             f"-u moby-up-viewer -P \"$(cat {bdir.password_path('moby-up-viewer')})\" -t 'moby/#' -v\n"
             f"  a sensor     {moby} broker add-sensor SENSOR_ID --factory {factory} --dir {bdir.dir}\n"
             f"               then: {moby} edge --config {bdir.dir}/sensors/SENSOR_ID/agent.toml\n"
             f"  Grafana      {moby} grafana export {data_dir / 'grafana'} "
-            f"--api-url http://127.0.0.1:{api_port} --influx-url {influx.url}\n"
+            f"--api-url http://127.0.0.1:{api_port} --influx-url {influx.url} --influx-user {READER}\n"
+            f"               (Grafana's password: MOBY_GRAFANA_INFLUX_PASSWORD=\"$(cat "
+            f'{credentials_dir(data_dir) / (READER + ".password")})")\n'
             "               then mount it as Grafana's provisioning folder (docs/GRAFANA.md)\n"
             + grafana_env
             + "\nCtrl-C stops everything."

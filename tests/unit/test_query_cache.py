@@ -8,7 +8,7 @@ import pytest
 
 from moby.metrics import Metrics
 from moby.query.cache import CachedResponse, ResponseCache
-from moby.query.influxql import ReadOnlyViolation
+from moby.query.parser import Refused
 from moby.query.proxy import InfluxProxy, ProxyConfig
 from moby.store.influx import InfluxClient
 
@@ -76,7 +76,10 @@ async def test_a_failed_load_is_shared_and_not_kept() -> None:
 
 def proxy(**config: float) -> InfluxProxy:
     return InfluxProxy(
-        InfluxClient("http://127.0.0.1:1", "db"), Metrics(), ProxyConfig(**config), clock=lambda: NOW_S
+        InfluxClient("http://127.0.0.1:1", "db"),
+        Metrics(),
+        ProxyConfig(database="db", **config),
+        clock=lambda: NOW_S,
     )
 
 
@@ -101,7 +104,7 @@ def test_plan_routes_and_sets_ttls() -> None:
     # Several statements: the shortest TTL wins; each is routed on its own.
     both = p.plan(grafana(900_000) + ";" + grafana(90 * 86_400_000, NOW_MS - 86_400_000 * 3, "3h"), {})
     assert both.policies == ["raw", "rollup_1h"] and both.ttl_s == 5
-    with pytest.raises(ReadOnlyViolation):
+    with pytest.raises(Refused):
         p.plan(grafana(900_000) + "; DROP DATABASE db", {})
 
 
@@ -170,3 +173,114 @@ def test_delta_merge_and_assemble() -> None:
     assert [v[0] for v in out[1]["values"]] == [10, 20, 30, 40]
     cache.merge("T", 50, 80, [series("a", 50, 90)], span_ms=70)
     assert cache.covered_until("T", 10) == 80
+
+
+def test_the_key_holds_who_asked_and_what_is_forwarded() -> None:
+    from moby.access import ANONYMOUS, Identity
+    from moby.tokens import Role
+
+    p = proxy()
+    q = 'SELECT "x" FROM "raw"."m" WHERE time > now() - 1h'
+    alice, bob = Identity("alice", Role.VIEWER, "a1"), Identity("bob", Role.VIEWER, "b2")
+    keys = {
+        p.plan(q, {"db": "db"}, "", ANONYMOUS).key,
+        p.plan(q, {"db": "db"}, "", alice).key,
+        p.plan(q, {"db": "db"}, "", bob).key,
+        p.plan(q, {"db": "db", "epoch": "ms"}, "", alice).key,
+        p.plan(q, {"db": "db"}, "application/csv", alice).key,
+    }
+    assert len(keys) == 5
+    # Parameters that are not forwarded do not key (nor reach InfluxDB).
+    plan = p.plan(q, {"db": "db", "u": "x", "p": "secret", "other": "1"}, "", alice)
+    assert plan.key == p.plan(q, {"db": "db"}, "", alice).key
+    assert plan.form == {"db": "db", "q": q} and plan.url == {}
+    assert p.plan(q, {"db": "db", "pretty": "true"}).url == {"pretty": "true"}
+
+
+def test_other_databases_are_refused_by_the_plan() -> None:
+    p = proxy()
+    for q in ('SELECT * FROM "other"."rp"."m"', "SELECT * FROM _internal..m", "SHOW MEASUREMENTS ON x"):
+        with pytest.raises(Refused, match="is not served"):
+            p.plan(q, {})
+    assert p.plan('SELECT * FROM "db"."rp"."m"', {}).form["q"] == 'SELECT * FROM "db"."rp"."m"'
+
+
+async def params_of(method: str, query: str, body: bytes = b"", content_type: str = "") -> dict[str, str]:
+    from starlette.requests import Request
+
+    from moby.query.influxhttp import canonical_params
+
+    headers = [(b"content-type", content_type.encode())] if content_type else []
+    sent = False
+
+    async def receive() -> dict[str, object]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    scope = {
+        "type": "http",
+        "method": method,
+        "query_string": query.encode(),
+        "headers": headers,
+        "path": "/",
+    }
+    return await canonical_params(Request(scope, receive))
+
+
+FORM = "application/x-www-form-urlencoded"
+
+
+async def test_one_set_of_parameters() -> None:
+    from moby.query.influxhttp import BadRequest
+
+    assert await params_of("GET", "db=moby&q=SHOW+MEASUREMENTS") == {"db": "moby", "q": "SHOW MEASUREMENTS"}
+    both = await params_of("POST", "db=moby", b"q=SHOW+MEASUREMENTS&epoch=ms", FORM)
+    assert both == {"db": "moby", "q": "SHOW MEASUREMENTS", "epoch": "ms"}
+    for method, query, body in (
+        ("POST", "epoch=s&q=x", b"epoch=ms"),  # the cache-poisoning request of the report
+        ("POST", "db=other&q=x", b"db=moby"),
+        ("GET", "q=a&q=b", b""),
+        ("POST", "", b"q=a&db=moby&db=moby"),  # even the same value twice
+    ):
+        with pytest.raises(BadRequest, match="more than once"):
+            await params_of(method, query, body, FORM)
+    with pytest.raises(BadRequest, match="application/x-www-form-urlencoded"):
+        await params_of("POST", "q=x", b'{"q": "DROP DATABASE moby"}', "application/json")
+    with pytest.raises(BadRequest, match="larger than"):
+        await params_of("POST", "", b"q=" + b"x" * (1024 * 1024 + 1), FORM)
+
+
+async def test_the_per_client_limiter() -> None:
+    from moby.query.upstream import Busy, ClientLimiter
+
+    waiting = 8
+    limiter = ClientLimiter(per_client=1, max_waiting=waiting)
+    release = asyncio.Event()
+    entered: list[int] = []
+
+    async def use(client: str, n: int) -> None:
+        async with limiter.slot(client):
+            entered.append(n)
+            await release.wait()
+
+    tasks = [asyncio.create_task(use("a", n)) for n in range(waiting)]
+    other = asyncio.create_task(use("b", 99))  # another client has slots of its own
+    await asyncio.sleep(0.01)
+    assert entered == [0, 99] and limiter.inflight == 2 and limiter.waiting == waiting - 1
+    # A waiter that gives up (the query's time limit) leaves no trace.
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.01), limiter.slot("a"):
+            pass
+    assert limiter.waiting == waiting - 1
+    tasks.append(asyncio.create_task(use("a", waiting)))
+    await asyncio.sleep(0.01)
+    with pytest.raises(Busy, match="too many concurrent queries"):  # 1 running, 8 waiting: full
+        async with limiter.slot("a"):
+            pass
+    release.set()
+    await asyncio.gather(*tasks, other)
+    assert sorted(entered) == [*range(1 + waiting), 99]
+    assert limiter.inflight == 0 and limiter.waiting == 0 and len(limiter) == 0

@@ -27,7 +27,7 @@ from typing import Any, Final
 
 import orjson
 
-from moby.query import influxql
+from moby.query import influxql, parser
 
 _ROW_BYTES: Final = 48  # a row's bookkeeping in a dict of lists, roughly
 _VALUE_BYTES: Final = 24
@@ -45,7 +45,7 @@ class DeltaPart:
     settle_ms: int
     statement: list[influxql.Token]
     replace: dict[int, str]  # routing's rewrites ("auto" → a policy)
-    lower: influxql.TimeBound
+    lower: parser.TimeBound
 
     def text_from(self, start_ms: int) -> str:
         """The statement asking for ``time >= start_ms`` (its upper bound as it was)."""
@@ -57,27 +57,23 @@ class DeltaPart:
         return influxql.render(self.statement, replace)
 
 
-_NOT_ELIGIBLE: Final = frozenset({"LIMIT", "SLIMIT", "OFFSET", "SOFFSET", "ORDER", "INTO", "TZ", "EXPLAIN"})
+_NOT_ELIGIBLE: Final = frozenset({"LIMIT", "SLIMIT", "OFFSET", "SOFFSET", "ORDER", "TZ"})
 
 
 def eligible(
-    statement: list[influxql.Token],
-    shape: influxql.Shape,
+    statement: parser.Statement,
+    shape: parser.Shape,
     now_ms: float,
     near_now_ms: float,
 ) -> bool:
-    words = influxql.significant(statement)
-    if not words[0].is_kw("SELECT") or any(w.upper in _NOT_ELIGIBLE for w in words):
+    if statement.kind != "SELECT" or statement.clauses & _NOT_ELIGIBLE:
         return False
-    for i, w in enumerate(words[:-1]):
-        following = words[i + 1]
-        if w.is_kw("FROM") and following.text == "(":
-            return False  # a subquery
-        if w.is_kw("FILL") and i + 2 < len(words) and words[i + 2].upper in ("PREVIOUS", "LINEAR"):
-            return False  # carries values across the split
-        offset = i + 4 >= len(words) or words[i + 4].text != ")"
-        if w.is_kw("BY") and following.is_kw("TIME") and offset:
-            return False  # time(interval, offset)
+    if any(s.subquery is not None for s in statement.sources):
+        return False
+    if statement.fill in ("previous", "linear"):  # carries values across the split
+        return False
+    if shape.interval_offset:  # time(interval, offset)
+        return False
     interval, lower, upper = shape.interval_ms, shape.lower, shape.upper
     if not interval or interval != int(interval) or lower is None or lower.op not in (">", ">="):
         return False

@@ -1,17 +1,23 @@
 """A read-only, caching InfluxQL proxy in front of InfluxDB, for Grafana and the ``influx`` CLI.
 
 It answers InfluxDB 1.x's own ``/ping`` and ``/query`` (GET and POST, ``db``, ``rp``, ``epoch``,
-``chunked``, ``params``), takes MOBY's API tokens as InfluxDB clients send credentials (basic
-auth or ``p`` with the token as the password, or ``Authorization: Bearer``; :mod:`moby.access`),
-forwards read-only InfluxQL with the backend's own InfluxDB credentials, and
+``chunked``), takes MOBY's API tokens as InfluxDB clients send credentials (basic auth or ``p``
+with the token as the password, or ``Authorization: Bearer``; :mod:`moby.access`), forwards
+read-only InfluxQL with its own InfluxDB credentials (a user that should hold only READ on
+MOBY's database), and
 
 * routes statements that name the pseudo retention policy ``"auto"`` to ``raw``, ``rollup_1m``
   or ``rollup_1h`` (:mod:`moby.query.routing`);
 * caches answers: a range that ended before now (minus the settle time of the policy read) is
   complete and kept long; a range reaching to now holds the still-open bucket and is kept
   briefly; concurrent identical misses share one upstream request;
-* refuses every statement that is not SELECT (without INTO), SHOW or EXPLAIN, and ``/write``,
-  with InfluxDB's own error shape: ``{"error": "..."}``.
+* forwards only what it fully parsed (:mod:`moby.query.parser`) as read-only statements —
+  SELECT without INTO, or one of the SHOW statements dashboards use — on MOBY's own database,
+  and refuses everything else, and ``/write``, with InfluxDB's error shape ``{"error": "..."}``;
+* takes one canonical set of parameters per request (a name given twice is refused) and keys
+  its cache on exactly what it forwards plus who asked;
+* bounds each upstream query in answer size, time and concurrency per client
+  (:mod:`moby.query.upstream`).
 
 Grafana's ``$timeFilter`` turns a relative range into absolute milliseconds that move with every
 refresh. A range whose end is within :data:`NEAR_NOW_MS` of now is therefore keyed by its length
@@ -21,6 +27,7 @@ for the short TTL, which is exactly the staleness a ``now()``-relative query wou
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -29,22 +36,32 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import orjson
+import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from moby.access import AccessPolicy, Identity, Refusal, influx_credential
+from moby.access import ANONYMOUS, AccessPolicy, Identity
 from moby.config import Settings
 from moby.metrics import Metrics
-from moby.query import influxql
+from moby.query import influxql, parser
 from moby.query.cache import CachedResponse, Loader, Outcome, ResponseCache
 from moby.query.delta import DeltaCache, DeltaPart, eligible
-from moby.query.influxhttp import influx_error, request_params
+from moby.query.influxhttp import (
+    Authenticator,
+    BadRequest,
+    canonical_params,
+    influx_error,
+    token_authenticator,
+)
+from moby.query.parser import Refused
 from moby.query.routing import Resolution, choose, default_resolutions, retention_ms
+from moby.query.upstream import Busy, ClientLimiter, Timeout, TooLarge, UpstreamError, fetch
 from moby.store.influx import InfluxClient, InfluxError, quote_ident
-from moby.tokens import Role
+
+log = structlog.get_logger(__name__)
 
 AUTO: Final = "auto"
 NEAR_NOW_MS: Final = 60_000
@@ -52,12 +69,20 @@ NEAR_NOW_MS: Final = 60_000
 # for raw, the continuous queries' resample windows for the rollups (1m: every minute over 5 min;
 # 1h: every 5 minutes over 2 hours).
 SETTLE_MS: Final = {"raw": 60_000, "rollup_1m": 6 * 60_000, "rollup_1h": 125 * 60_000}
-_FORWARDED_PARAMS: Final = ("db", "rp", "epoch", "chunked", "chunk_size", "pretty", "params")
+# What is forwarded to InfluxDB, and keys the cache (q aside); anything else is not passed on.
+_FORWARDED_PARAMS: Final = ("db", "rp", "epoch", "chunked", "chunk_size", "pretty")
+_REFUSED: Final = "error authorizing query: the MOBY query proxy forwards only statements it has parsed"
+_READ_ONLY: Final = "error authorizing query: the MOBY query proxy is read-only"
+
+# Queries in flight to InfluxDB at once, all clients together: with the answer-size bound, this
+# bounds the memory answers being read can take (16 × MOBY_PROXY_MAX_RESPONSE_BYTES).
+UPSTREAM_CONNECTIONS: Final = 16
 _KEPT_HEADERS: Final = ("content-type", "x-influxdb-version", "x-influxdb-build")
 
 
 @dataclass(frozen=True)
 class ProxyConfig:
+    database: str = "moby"  # the one database the proxy serves (the allow-list)
     cache: bool = True
     delta: bool = True
     cache_max_bytes: int = 64 * 1024 * 1024
@@ -65,6 +90,10 @@ class ProxyConfig:
     recent_ttl_s: float = 5.0
     meta_ttl_s: float = 30.0
     resolutions: tuple[Resolution, ...] = field(default_factory=default_resolutions)
+    max_response_bytes: int = 16 * 1024 * 1024
+    timeout_s: float = 60.0
+    max_concurrent_per_client: int = 4
+    max_waiting_per_client: int = 256
 
 
 @dataclass
@@ -76,6 +105,8 @@ class Plan:
     ttl_s: float
     policies: list[str]
     delta: list[DeltaPart] | None = None  # when every statement can be answered by delta caching
+    url: dict[str, str] = field(default_factory=dict)  # forwarded in the URL (pretty)
+    form: dict[str, str] = field(default_factory=dict)  # forwarded in the form body (q and the rest)
 
 
 class InfluxProxy:
@@ -86,11 +117,17 @@ class InfluxProxy:
         config: ProxyConfig,
         clock: Callable[[], float] = time.time,
         access: AccessPolicy | None = None,
+        authenticator: Authenticator | None = None,
     ) -> None:
         self.upstream = upstream
-        self.access = access or AccessPolicy.open()
         self.metrics = metrics
         self.config = config
+        # Who asked: a function of its own (API tokens by default), apart from parsing and caching.
+        self.authenticate = authenticator or token_authenticator(
+            access or AccessPolicy.open(), lambda: self.version
+        )
+        limiter = ClientLimiter(config.max_concurrent_per_client, config.max_waiting_per_client)
+        self.limiter = limiter
         # The bound is shared: half for whole answers, half for the delta cache's buckets.
         self.cache = ResponseCache(config.cache_max_bytes // 2)
         self.delta = DeltaCache(config.cache_max_bytes // 2, max_age_s=config.ttl_s)
@@ -100,6 +137,8 @@ class InfluxProxy:
         metrics.query_cache_entries.set_function(lambda: len(self.cache))
         metrics.query_cache_evictions.set_function(lambda: self.cache.evictions)
         metrics.query_delta_bytes.set_function(lambda: self.delta.bytes)
+        metrics.query_upstream_inflight.set_function(lambda: limiter.inflight)
+        metrics.query_upstream_waiting.set_function(lambda: limiter.waiting)
 
     def app(self, *, with_metrics: bool = False) -> Starlette:
         routes = [
@@ -119,7 +158,7 @@ class InfluxProxy:
         return Starlette(routes=routes, lifespan=lifespan)
 
     async def _metrics(self, request: Request) -> Response:
-        if isinstance(refused := self._authenticate(request, dict(request.query_params)), Response):
+        if isinstance(refused := await self.authenticate(request, dict(request.query_params)), Response):
             return refused
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -134,71 +173,90 @@ class InfluxProxy:
         return Response(body if request.method == "GET" else b"", status, kept)
 
     async def write(self, request: Request) -> Response:
-        params = await request_params(request)
-        if isinstance(refused := self._authenticate(request, params), Response):
-            return refused
-        self.metrics.query_requests.labels("refused").inc()
-        return influx_error(
+        try:
+            params = await canonical_params(request)
+        except BadRequest as exc:
+            return self._reject("bad_request", str(exc), 400)
+        who = await self.authenticate(request, params)
+        if isinstance(who, Response):
+            self.metrics.query_requests.labels("unauthorized").inc()
+            return who
+        return self._reject(
+            "refused",
             "error authorizing query: the MOBY query proxy is read-only; "
             "data enters through MQTT (see docs/QUERY.md)",
             403,
-            self.version,
         )
+
+    def _reject(self, outcome: str, message: str, status: int) -> Response:
+        self.metrics.query_requests.labels(outcome).inc()
+        return influx_error(message, status, self.version)
 
     async def query(self, request: Request) -> Response:
         started = time.perf_counter()
-        params = await request_params(request)
-        identity = self._authenticate(request, params)
-        if isinstance(identity, Response):
+        try:
+            params = await canonical_params(request)
+        except BadRequest as exc:
+            return self._reject("bad_request", str(exc), 400)
+        who = await self.authenticate(request, params)
+        if isinstance(who, Response):
             self.metrics.query_requests.labels("unauthorized").inc()
-            return identity
+            return who
         q = params.get("q", "")
         if not q.strip():
-            self.metrics.query_requests.labels("bad_request").inc()
-            return influx_error('missing required parameter "q"', 400, self.version)
-        try:
-            plan = self.plan(q, params, request.headers.get("accept", ""), tuple(request.query_params))
-        except influxql.InfluxQLError as exc:
-            self.metrics.query_requests.labels("bad_request").inc()
-            return influx_error(f"error parsing query: {exc}", 400, self.version)
-        except influxql.ReadOnlyViolation as exc:
-            self.metrics.query_requests.labels("refused").inc()
-            return influx_error(
-                f"error authorizing query: the MOBY query proxy is read-only: {exc}", 403, self.version
+            return self._reject("bad_request", 'missing required parameter "q"', 400)
+        if "params" in params:
+            return self._reject(
+                "bad_request", "bound parameters (params) are not supported by the MOBY query proxy", 400
             )
-        # As sent: InfluxDB reads some parameters (pretty) from the URL only, others from either.
-        in_url = {k: v for k, v in request.query_params.items() if k in _FORWARDED_PARAMS}
-        in_body = {k: v for k, v in params.items() if k in _FORWARDED_PARAMS and k not in in_url}
-        in_body["q"] = plan.q
-        accept = request.headers.get("accept")
-        if self.config.cache and self.config.delta and plan.delta and self._delta_request(params, accept):
-            try:
-                answered = await self._delta_answer(plan.delta, in_url, in_body, accept)
-            except InfluxError as exc:
-                self.metrics.query_requests.labels("upstream_error").inc()
-                return influx_error(f"InfluxDB unreachable: {exc}", 502, self.version)
-            if answered is not None:
-                response, delta_outcome = answered
-                self._count(delta_outcome, started)
-                if plan.policies:
-                    response.headers["X-Moby-Policy"] = ",".join(plan.policies)
-                return response
-        outcome: Outcome
+        if "pretty" in params and "pretty" not in request.query_params:
+            del params["pretty"]  # InfluxDB reads it from the URL only: as sent, it would be ignored
+        db = params.get("db", "")
+        if db and db != self.config.database:
+            return self._reject(
+                "refused", f'{_READ_ONLY}: database "{db}" is not served (only "{self.config.database}")', 403
+            )
         try:
-            load = self._loader(in_url, in_body, accept, plan.ttl_s)
+            plan = self.plan(q, params, request.headers.get("accept", ""), who)
+        except influxql.InfluxQLError as exc:
+            return self._reject("unparsed", f"{_REFUSED}: {exc}", 403)
+        except Refused as exc:
+            return self._reject("refused", f"{_READ_ONLY}: {exc}", 403)
+        client = who.key if who != ANONYMOUS else f"address:{request.client.host if request.client else ''}"
+        accept = request.headers.get("accept")
+        try:
+            if self.config.cache and self.config.delta and plan.delta and self._delta_request(params, accept):
+                answered = await self._delta_answer(plan, accept, client)
+                if answered is not None:
+                    response, delta_outcome = answered
+                    self._count(delta_outcome, started)
+                    if plan.policies:
+                        response.headers["X-Moby-Policy"] = ",".join(plan.policies)
+                    return response
+            outcome: Outcome
+            load = self._loader(plan.url, plan.form, accept, plan.ttl_s, client)
             if self.config.cache:
                 cached, outcome = await self.cache.fetch(plan.key, load)
             else:
                 cached, outcome = (await load())[0], "bypass"
-        except InfluxError as exc:
-            self.metrics.query_requests.labels("upstream_error").inc()
-            return influx_error(f"InfluxDB unreachable: {exc}", 502, self.version)
+        except UpstreamError as exc:
+            return self._upstream_failed(exc)
         self._count(outcome, started)
         headers = dict(cached.headers)
         headers["X-Moby-Cache"] = outcome
         if plan.policies:
             headers["X-Moby-Policy"] = ",".join(plan.policies)
         return Response(cached.body, cached.status, headers)
+
+    def _upstream_failed(self, exc: UpstreamError) -> Response:
+        if isinstance(exc, Busy):
+            return self._reject("throttled", str(exc), 429)
+        if isinstance(exc, TooLarge):
+            return self._reject("too_large", str(exc), 422)
+        if isinstance(exc, Timeout):
+            limit = f"{self.config.timeout_s:g} s (MOBY_PROXY_TIMEOUT_S)"
+            return self._reject("timeout", f"the query ran longer than the proxy's limit of {limit}", 504)
+        return self._reject("upstream_error", str(exc), 502)
 
     def _count(self, outcome: Outcome, started: float) -> None:
         self.metrics.query_requests.labels(outcome).inc()
@@ -209,13 +267,22 @@ class InfluxProxy:
         )
 
     def _loader(
-        self, in_url: dict[str, str], in_body: dict[str, str], accept: str | None, ttl_s: float
+        self, url: dict[str, str], form: dict[str, str], accept: str | None, ttl_s: float, client: str
     ) -> Loader:
         async def load() -> tuple[CachedResponse, float]:
-            self.metrics.query_upstream.inc()
-            status, headers, body = await self.upstream.forward(
-                "POST", "/query", params=in_url, data=in_body, headers={"Accept": accept} if accept else None
-            )
+            c = self.config
+            try:
+                async with asyncio.timeout(c.timeout_s), self.limiter.slot(client):
+                    self.metrics.query_upstream.inc()
+                    status, headers, body = await fetch(
+                        self.upstream,
+                        url_params=url,
+                        form=form,
+                        headers={"Accept": accept} if accept else None,
+                        max_bytes=c.max_response_bytes,
+                    )
+            except TimeoutError as exc:
+                raise Timeout(str(exc)) from exc
             kept = tuple(self._kept(headers).items())
             # Errors (HTTP or per statement) are not kept: the next request asks again.
             ttl = ttl_s if status == 200 and b'"error"' not in body else 0.0
@@ -236,19 +303,20 @@ class InfluxProxy:
         )
 
     async def _delta_answer(
-        self, parts: list[DeltaPart], in_url: dict[str, str], in_body: dict[str, str], accept: str | None
+        self, plan: Plan, accept: str | None, client: str
     ) -> tuple[Response, Outcome] | None:
         """Held complete buckets plus a (shared, briefly cached) tail query per statement; None to
         fall back to the whole answer (an error, or an answer not shaped as expected)."""
+        assert plan.delta is not None
         tails: list[tuple[DeltaPart, int, str, CachedResponse]] = []
         fetched = False
-        for part in parts:
+        for part in plan.delta:
             held_until = self.delta.covered_until(part.template, part.first_bucket_ms)
             fetch_from = part.first_bucket_ms if held_until is None else held_until
             key = orjson.dumps(["delta", part.template, fetch_from]).decode()
-            body = {**in_body, "q": part.text_from(fetch_from)}
+            form = {**plan.form, "q": part.text_from(fetch_from)}
             response, outcome = await self.cache.fetch(
-                key, self._loader(in_url, body, accept, self.config.recent_ttl_s)
+                key, self._loader(plan.url, form, accept, self.config.recent_ttl_s, client)
             )
             fetched = fetched or outcome not in ("hit", "coalesced")
             if response.status != 200 or b'"error"' in response.body:
@@ -302,27 +370,34 @@ class InfluxProxy:
         return CachedResponse(200, orjson.dumps({"results": results}) + b"\n", headers)
 
     # --- the plan: checks, routing, cache key, TTL -------------------------------------------------
-    def plan(
-        self, q: str, params: dict[str, str], accept: str = "", url_params: tuple[str, ...] = ()
-    ) -> Plan:
+    def plan(self, q: str, params: dict[str, str], accept: str = "", who: Identity = ANONYMOUS) -> Plan:
+        """Parse and check ``q``, route "auto", and build what is forwarded and its cache key.
+
+        Raises :class:`~moby.query.influxql.InfluxQLError` (not parsed) or
+        :class:`~moby.query.parser.Refused` (parsed, not allowed).
+        """
         now = self._clock() * 1000
-        statements = influxql.split_statements(influxql.tokenize(q))
+        statements = parser.parse(q)
         for statement in statements:
-            influxql.check_read_only(statement)
+            for db in statement.databases:
+                if db != self.config.database:
+                    raise Refused(f'database "{db}" is not served (only "{self.config.database}")')
+        forwarded: dict[str, str] = {k: params[k] for k in _FORWARDED_PARAMS if k in params}
+        # The key holds exactly what is forwarded (q as normalised statements), and who asked.
+        extra: list[Any] = [sorted(forwarded.items()), accept, who.key]
         texts: list[str] = []
         keys: list[str] = []
         policies: list[str] = []
         ttl = self.config.ttl_s
         rewritten = False
-        extra = sorted((k, v) for k, v in params.items() if k in _FORWARDED_PARAMS)
         parts: list[DeltaPart] | None = []
         for statement in statements:
-            shape = influxql.shape(statement)
+            shape = parser.shape(statement)
             lower = shape.lower.at(now) if shape.lower else None
             upper = shape.upper.at(now) if shape.upper else now
             replace: dict[int, str] = {}
             read: list[str] = []
-            for index, name in influxql.policies_named(statement):
+            for index, name in parser.policies_named(statement):
                 if name == AUTO:
                     chosen = choose(
                         lower, upper, now, interval_ms=shape.interval_ms, resolutions=self.config.resolutions
@@ -334,8 +409,8 @@ class InfluxProxy:
                 else:
                     read.append(name)
             rewritten = rewritten or bool(replace)
-            texts.append(influxql.render(statement, replace))
-            ttl = min(ttl, self._ttl(statement, shape, upper, now, read))
+            texts.append(influxql.render(statement.tokens, replace))
+            ttl = min(ttl, self._ttl(statement, upper, now, read))
             keys.append(self._key_text(statement, shape, replace, upper, now))
             # Only statements naming "auto" (MOBY's own extension): a plain query gets InfluxDB's
             # answer byte for byte, and a delta answer's first bucket is whole where InfluxDB's is not.
@@ -344,43 +419,41 @@ class InfluxProxy:
                 parts.append(self._delta_part(statement, shape, replace, lower, upper, read, extra))
             else:
                 parts = None
-        key = orjson.dumps([keys, extra, sorted(url_params), accept]).decode()
-        return Plan(";".join(texts) if rewritten else q, key, ttl, policies, parts or None)
+        sent = ";".join(texts) if rewritten else influxql.normalize_newlines(q)
+        url: dict[str, str] = {}
+        if "pretty" in forwarded:  # InfluxDB reads it from the URL only
+            url["pretty"] = forwarded.pop("pretty")
+        form = dict(forwarded, q=sent)
+        key = orjson.dumps([keys, extra]).decode()
+        return Plan(sent, key, ttl, policies, parts or None, url, form)
 
     @staticmethod
     def _delta_part(
-        statement: list[influxql.Token],
-        shape: influxql.Shape,
+        statement: parser.Statement,
+        shape: parser.Shape,
         replace: dict[int, str],
         lower: float,
         upper: float,
         read: list[str],
-        extra: list[tuple[str, str]],
+        extra: list[Any],
     ) -> DeltaPart:
         assert shape.lower is not None and shape.interval_ms is not None
         step = int(shape.interval_ms)
         bounds = [(shape.lower, "@lower")] + ([(shape.upper, "@upper")] if shape.upper else [])
-        template = _with_bounds(statement, replace, bounds)
+        template = _with_bounds(statement.tokens, replace, bounds)
         return DeltaPart(
             template=orjson.dumps([template, extra]).decode(),
             interval_ms=step,
             first_bucket_ms=int(lower // step * step),
             span_ms=upper - lower,
             settle_ms=_settle_ms(read),
-            statement=statement,
+            statement=statement.tokens,
             replace=replace,
             lower=shape.lower,
         )
 
-    def _ttl(
-        self,
-        statement: list[influxql.Token],
-        shape: influxql.Shape,
-        upper: float,
-        now: float,
-        read: list[str],
-    ) -> float:
-        if influxql.significant(statement)[0].is_kw("SHOW"):
+    def _ttl(self, statement: parser.Statement, upper: float, now: float, read: list[str]) -> float:
+        if statement.kind.startswith("SHOW"):
             return self.config.meta_ttl_s
         if upper >= now - _settle_ms(read):
             return self.config.recent_ttl_s
@@ -388,40 +461,20 @@ class InfluxProxy:
 
     @staticmethod
     def _key_text(
-        statement: list[influxql.Token],
-        shape: influxql.Shape,
+        statement: parser.Statement,
+        shape: parser.Shape,
         replace: dict[int, str],
         upper: float,
         now: float,
     ) -> str:
         """The statement normalised; a fixed range ending near now becomes "the last N ms"."""
         lo, hi = shape.lower, shape.upper
-        spans: list[tuple[influxql.TimeBound, str]] = []
+        spans: list[tuple[parser.TimeBound, str]] = []
         if hi is not None and not hi.relative and abs(now - upper) <= NEAR_NOW_MS:
             spans = [(hi, "now()")]
             if lo is not None and not lo.relative:
                 spans.append((lo, f"now()-{round(hi.ms - lo.ms)}ms"))
-        return _with_bounds(statement, replace, spans)
-
-    def _authenticate(self, request: Request, params: dict[str, str]) -> Identity | Response:
-        """Who is asking (``Identity.key`` is what answers may be cached by), or InfluxDB's 401.
-
-        The token as InfluxDB clients send credentials (:func:`moby.access.influx_credential`);
-        required as the API's tokens are (by ``MOBY_API_AUTH`` and where the process listens).
-        """
-        try:
-            return self.access.authorize(
-                influx_credential(request.headers, params), Role.VIEWER, "the InfluxQL proxy"
-            )
-        except Refusal as refusal:
-            # InfluxDB's own messages, which its clients (and Grafana) show as they are.
-            message = (
-                "unable to parse authentication credentials" if refusal.missing else "authorization failed"
-            )
-            response = influx_error(f"{message}: {refusal.message}", refusal.status, self.version)
-            if refusal.status == 401:
-                response.headers["WWW-Authenticate"] = 'Basic realm="moby", Bearer realm="moby"'
-            return response
+        return _with_bounds(statement.tokens, replace, spans)
 
     def _kept(self, headers: dict[str, str]) -> dict[str, str]:
         kept = {k: v for k, v in headers.items() if k.lower() in _KEPT_HEADERS}
@@ -432,7 +485,7 @@ class InfluxProxy:
 
 
 def _with_bounds(
-    statement: list[influxql.Token], replace: dict[int, str], bounds: list[tuple[influxql.TimeBound, str]]
+    tokens: list[influxql.Token], replace: dict[int, str], bounds: list[tuple[parser.TimeBound, str]]
 ) -> str:
     """The statement normalised, with the given time bounds' expressions replaced by text."""
     replace = dict(replace)
@@ -442,7 +495,11 @@ def _with_bounds(
         replace[start] = text
         drop.update(range(start + 1, end))
     return influxql.normalize(
-        [influxql.Token(t.kind, replace.get(i, t.text)) for i, t in enumerate(statement) if i not in drop]
+        [
+            t._replace(kind=influxql.Kind.IDENT, text=replace[i]) if i in replace else t
+            for i, t in enumerate(tokens)
+            if i not in drop
+        ]
     )
 
 
@@ -454,15 +511,29 @@ def proxy_from_settings(
     s = settings
     if access is None:  # `moby proxy`: listening on MOBY_PROXY_HOST only
         access = AccessPolicy.from_settings(s, [s.proxy_host])
+    user, password = s.proxy_influx_username, s.proxy_influx_password
+    if user is None:
+        user, password = s.influx_username, s.influx_password
+        if user is not None:
+            log.warning(
+                "the query proxy reads InfluxDB as the backend's writer; set MOBY_PROXY_INFLUX_USERNAME "
+                "and MOBY_PROXY_INFLUX_PASSWORD to a user holding only READ (docs/SECURITY.md)",
+                user=user,
+            )
     upstream = InfluxClient(
         s.influx_url,
         s.influx_db,
-        username=s.influx_username,
-        password=s.influx_password.get_secret_value() if s.influx_password else None,
+        username=user,
+        password=password.get_secret_value() if password else None,
         timeout_s=s.proxy_timeout_s,
-        connections=64,
+        connections=UPSTREAM_CONNECTIONS,
     )
     config = ProxyConfig(
+        database=s.influx_db,
+        max_response_bytes=s.proxy_max_response_bytes,
+        timeout_s=s.proxy_timeout_s,
+        max_concurrent_per_client=s.proxy_max_concurrent_per_client,
+        max_waiting_per_client=s.proxy_max_waiting_per_client,
         cache=s.proxy_cache,
         delta=s.proxy_cache_delta,
         cache_max_bytes=s.proxy_cache_max_bytes,

@@ -17,6 +17,11 @@ Fields appear as sensors send them, so the continuous queries cannot be written 
 continuous query and re-creates the query when a field is new (InfluxDB 1.x has no ALTER for
 continuous queries). The backend runs it at start and every ``interval`` seconds.
 
+With InfluxDB's ``auth-enabled``, the bootstrap can be given an administrator's client: it then
+creates the database and retention policies with it (they need admin rights) and makes the
+backend's writer and the query proxy's reader two separate users — the writer with ALL on the
+database, the reader with READ only (:func:`ensure_users`). The writer's own client does the rest.
+
 Continuous queries only see data that arrives in time: ``RESAMPLE FOR 5m`` recomputes the last
 five minutes on every run so that points arriving a little late (writer retries, brief edge
 outages) are rolled up. Older backfill (an edge device flushing hours of buffer) is rolled up
@@ -28,13 +33,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Final
+from dataclasses import field as dataclass_field
+from typing import Any, Final
 
+import orjson
 import structlog
 
 from moby.schema.rollups import Aggregate, aggregate_for
 from moby.store.aggregation import Column, aggregate_sql
-from moby.store.influx import InfluxClient, quote_ident, series_rows
+from moby.store.influx import InfluxClient, InfluxError, quote_ident, quote_string, series_rows
 
 log = structlog.get_logger(__name__)
 
@@ -125,6 +132,61 @@ def _rollup(
     return f"SELECT {expressions} INTO {target} {from_} GROUP BY time({interval}), *"
 
 
+@dataclass(frozen=True)
+class InfluxUser:
+    name: str
+    password: str = dataclass_field(repr=False)  # never in a log line
+
+
+async def _admin_execute(admin: InfluxClient, q: str) -> list[dict[str, Any]]:
+    """A statement in a POST body: passwords never travel in a URL (URLs end up in logs)."""
+    status, _, body = await admin.forward("POST", "/query", data={"q": q})
+    try:
+        answer = orjson.loads(body)
+        results: list[dict[str, Any]] = answer.get("results", [])
+        error = answer.get("error") or next((r["error"] for r in results if "error" in r), None)
+    except (orjson.JSONDecodeError, AttributeError):
+        results, error = [], body[:200].decode("utf-8", "replace")
+    if status != 200 or error:
+        statement = q.split(" WITH PASSWORD")[0].split(" = ")[0]  # never the password
+        raise InfluxError(f"{statement}: HTTP {status}: {error}", status)
+    return results
+
+
+async def ensure_users(
+    admin: InfluxClient, database: str, writer: InfluxUser | None, reader: InfluxUser | None
+) -> None:
+    """The writer holds ALL privileges on ``database``; the reader READ on it and nothing else
+    (no admin right, no other database). Users are created, or their passwords set, as given."""
+    if writer is not None and reader is not None and writer.name == reader.name:
+        raise ValueError(
+            f"the writer and the proxy's reader must be different InfluxDB users (both {writer.name!r})"
+        )
+    shown = await _admin_execute(admin, "SHOW USERS")
+    existing = {row["user"]: row for row in series_rows(shown[0])}
+    db = quote_ident(database)
+    for user, role in ((writer, "writer"), (reader, "reader")):
+        if user is None:
+            continue
+        name = quote_ident(user.name)
+        if user.name in existing:
+            await _admin_execute(admin, f"SET PASSWORD FOR {name} = {quote_string(user.password)}")
+        else:
+            await _admin_execute(admin, f"CREATE USER {name} WITH PASSWORD {quote_string(user.password)}")
+        if role == "writer":
+            await _admin_execute(admin, f"GRANT ALL ON {db} TO {name}")
+        else:
+            if existing.get(user.name, {}).get("admin"):
+                await _admin_execute(admin, f"REVOKE ALL PRIVILEGES FROM {name}")
+            grants = await _admin_execute(admin, f"SHOW GRANTS FOR {name}")
+            for row in series_rows(grants[0]):
+                extra = row["database"] != database or row["privilege"] != "READ"
+                if extra and row["privilege"] != "NO PRIVILEGES":  # a revoked grant stays listed
+                    await _admin_execute(admin, f"REVOKE ALL ON {quote_ident(row['database'])} FROM {name}")
+            await _admin_execute(admin, f"GRANT READ ON {db} TO {name}")
+        log.info("InfluxDB user set", user=user.name, role=role, database=database)
+
+
 class Bootstrap:
     def __init__(
         self,
@@ -133,11 +195,17 @@ class Bootstrap:
         raw_retention: str = "30d",
         rollup_retention: str = "365d",
         rollup_1h_retention: str = "1825d",
+        admin: InfluxClient | None = None,
+        writer: InfluxUser | None = None,
+        reader: InfluxUser | None = None,
     ) -> None:
         for value in (raw_retention, rollup_retention, rollup_1h_retention):
             if not _DURATION.match(value):
                 raise ValueError(f"bad retention duration {value!r}")
         self.client = client
+        # Creating databases and retention policies needs an administrator when auth is enabled.
+        self.admin = admin or client
+        self.users = (writer, reader) if admin is not None and (writer or reader) else None
         self.policies = (
             RetentionPolicy(RAW, raw_retention, default=True),
             RetentionPolicy(ROLLUP_1M, rollup_retention),
@@ -152,8 +220,10 @@ class Bootstrap:
     async def run(self) -> None:
         """Create what is missing and correct what differs; safe to run any number of times."""
         self._cq_fields.clear()  # the database may have been dropped, its queries with it
-        await self.client.execute(f"CREATE DATABASE {quote_ident(self.db)}", database="")
-        results = await self.client.query(f"SHOW RETENTION POLICIES ON {quote_ident(self.db)}")
+        await self.admin.execute(f"CREATE DATABASE {quote_ident(self.db)}", database="")
+        if self.users is not None:
+            await ensure_users(self.admin, self.db, *self.users)
+        results = await self.admin.query(f"SHOW RETENTION POLICIES ON {quote_ident(self.db)}")
         existing = {row["name"]: row for row in series_rows(results[0])}
         for rp in self.policies:
             verb = "ALTER" if rp.name in existing else "CREATE"
@@ -168,12 +238,13 @@ class Bootstrap:
                 f"{verb} RETENTION POLICY {quote_ident(rp.name)} ON {quote_ident(self.db)} "
                 f"DURATION {rp.duration} REPLICATION 1" + (" DEFAULT" if rp.default else "")
             )
-            await self.client.execute(statement)
+            await self.admin.execute(statement)
             log.info("retention policy set", policy=rp.name, duration=rp.duration, default=rp.default)
         await self.reconcile_rollups()
 
     async def _existing_cqs(self) -> dict[str, str]:
-        results = await self.client.query("SHOW CONTINUOUS QUERIES", database="")
+        # Asked on the database: without one, InfluxDB with auth-enabled wants an administrator.
+        results = await self.client.query("SHOW CONTINUOUS QUERIES", database=self.db)
         return {
             row["name"]: row["query"]
             for series in results[0].get("series", [])
