@@ -702,7 +702,8 @@ def _mistake(data: st.DataObject, message: dict[str, Any], name: str) -> None:
     """One mistake somewhere in the message: a key dropped, added or given a wrong value."""
     places: list[tuple[dict[str, Any], str]] = [(message, k) for k in (*message, *ADDABLE[name])]
     for part in (message.get("readings") or []) if isinstance(message.get("readings"), list) else []:
-        places += [(part, k) for k in ("ts", "seq", "values", "quality")]
+        if isinstance(part, dict):  # an earlier mistake may have made a reading a number
+            places += [(part, k) for k in ("ts", "seq", "values", "quality")]
     for holder in (
         [message, *(message.get("readings") or [])]
         if isinstance(message.get("readings"), list)
