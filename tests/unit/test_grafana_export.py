@@ -228,4 +228,4 @@ def test_every_query_is_found(tree: Path) -> None:
         total += len(queries) + len(variables)
         assert all(q.text.startswith("SELECT ") for q in queries)
     assert total >= 25
-    assert len(alert_queries(tree / "alerting" / "moby.yaml")) == 4
+    assert len(alert_queries(tree / "alerting" / "moby.yaml")) == 6

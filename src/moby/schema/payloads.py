@@ -8,6 +8,7 @@ later (the contract allows additive change); a field that *is* known must be exa
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Final, Literal, NamedTuple, NotRequired
@@ -50,15 +51,41 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_TS = 2**53  # epoch ms that a JSON number (IEEE double) still carries exactly
 
 
+# RFC 3339 section 5.6 ``date-time``, exactly: full-date "T" partial-time time-offset. "T" and
+# "Z" may be lower case (the RFC's ABNF strings are case-insensitive); no space instead of "T"
+# (the RFC's note allows an application to choose one, this contract does not), no ISO 8601
+# basic format (20261201T135157Z), week or ordinal dates, no hour without minutes, no offset
+# without a colon. [0-9], not \d: \d would also take other scripts' digits.
+_RFC3339: Final = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?"
+    r"(?:([Zz])|([+-])([0-9]{2}):([0-9]{2}))"
+)
+
+
 def _rfc3339_to_ms(value: str) -> int:
+    """Epoch milliseconds of an RFC 3339 ``date-time`` (fractions below 1 ms are truncated)."""
+    match = _RFC3339.fullmatch(value)
+    if match is None:
+        raise ValueError(
+            "ts is not an RFC 3339 date-time: YYYY-MM-DDTHH:MM:SS[.fraction] then Z or +HH:MM/-HH:MM"
+        )
+    year, month, day, hour, minute, second, fraction, _zulu, sign, off_h, off_m = match.groups()
+    if int(off_h or 0) > 23 or int(off_m or 0) > 59:
+        raise ValueError("ts has an offset outside -23:59..+23:59")
+    leap = second == "60"  # a leap second: POSIX time (and InfluxDB) has none, so :60 is :59 + 1 s
     try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError("ts is not an RFC 3339 time") from None
-    if parsed.tzinfo is None:
-        raise ValueError("ts needs a time zone (e.g. 'Z' or '+09:00')")
+        parsed = datetime(
+            int(year), int(month), int(day), int(hour), int(minute), 59 if leap else int(second), tzinfo=UTC
+        )
+    except ValueError as exc:
+        raise ValueError(f"ts is not a valid date and time: {exc}") from None
+    offset = timedelta(hours=int(off_h or 0), minutes=int(off_m or 0))
+    utc = parsed - offset if sign == "+" else parsed + offset
+    if leap and (utc.hour, utc.minute) != (23, 59):
+        raise ValueError("ts has second 60, which only a leap second at 23:59:60 UTC may have")
     # integer arithmetic: float seconds * 1000 can land 1 ms off
-    ms = (parsed - _EPOCH) // timedelta(milliseconds=1)
+    ms = (utc - _EPOCH) // timedelta(milliseconds=1) + (1000 if leap else 0)
+    ms += int((fraction[1:] + "00")[:3]) if fraction else 0
     if not 0 <= ms < _MAX_TS:
         raise ValueError("ts is out of range")
     return ms
@@ -205,6 +232,9 @@ class Status(BaseModel):
     units: dict[ValueName, Annotated[str, Field(max_length=32)]] = Field(
         default_factory=dict, max_length=MAX_VALUES
     )
+    # A connection that carries other sensors' messages (``moby simulate``'s gateways), not a
+    # sensor: the backend lists it apart and does not count it in the fleet.
+    gateway: Annotated[bool, Field(strict=True)] = False
 
 
 HEALTH: Final = TypeAdapter(Health)
