@@ -38,6 +38,7 @@ from moby.schema import (
     TopicKind,
     parse_topic,
 )
+from moby.schema.payloads import RFC3339_PATTERN
 
 # The adapter's core validator, called directly: TypeAdapter.validate_json adds ~1 µs of
 # Python per call on the hot path.
@@ -107,7 +108,13 @@ def describe(exc: ValidationError, limit: int = 3) -> str:
     parts = []
     for error in exc.errors(include_url=False)[:limit]:
         loc = ".".join(str(p) for p in error["loc"] if p not in ("single", "batch"))
-        parts.append(f"{loc}: {error['msg']}" if loc else error["msg"])
+        msg = error["msg"]
+        if (
+            error["type"] == "string_pattern_mismatch"
+            and error.get("ctx", {}).get("pattern") == RFC3339_PATTERN
+        ):
+            msg = "not an RFC 3339 date-time: YYYY-MM-DDTHH:MM:SS[.fraction] then Z or +HH:MM/-HH:MM"
+        parts.append(f"{loc}: {msg}" if loc else msg)
     more = exc.error_count() - limit
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
 
@@ -223,8 +230,8 @@ class Processor:
             encoded = self._encode_batch(prefix, readings, all_values, oldest, newest)
             if isinstance(encoded, Rejected):
                 return encoded
-            lines, count, first_ts = encoded
-            keys += sum(map(len, readings)) + sum(map(len, all_values))
+            lines, count, first_ts, reading_keys = encoded
+            keys += reading_keys + sum(map(len, all_values))
         if may_repeat_keys(payload, keys) and (repeated := _repeats(payload)) is not None:
             return repeated
         if new_names:
@@ -268,8 +275,9 @@ class Processor:
         all_values: list[dict[str, float]],
         oldest: int,
         newest: int,
-    ) -> tuple[bytes, int, int] | Rejected:
-        """Every reading's line in one pass of C and Rust code, no Python per value."""
+    ) -> tuple[bytes, int, int, int] | Rejected:
+        """Every reading's line in one pass of C and Rust code, no Python per value; also the
+        number of keys the readings' objects hold (``ts``, ``seq``, ``values``, ``quality``)."""
         rendered = values_json(all_values)
         seqs = [r["seq"] for r in readings]
         stamps = [r["ts"] for r in readings]
@@ -283,10 +291,12 @@ class Processor:
             qualities = [_QUALITY_FIELD[r.get("quality", _GOOD)] for r in readings]
             template = head + b" %b,seq=%di%b %d\n"
             parts = chain.from_iterable(zip(fields, seqs, qualities, stamps, strict=True))
+            keys = sum(map(len, readings))
         else:
             template = head + b" %b,seq=%di %d\n"
             parts = chain.from_iterable(zip(fields, seqs, stamps, strict=True))
-        return (template * len(readings)) % tuple(parts), len(readings), first_ts
+            keys = 3 * len(readings)
+        return (template * len(readings)) % tuple(parts), len(readings), first_ts, keys
 
     @staticmethod
     def _reserved(seq: int) -> Rejected:

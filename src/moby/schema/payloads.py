@@ -55,40 +55,60 @@ _MAX_TS = 2**53  # epoch ms that a JSON number (IEEE double) still carries exact
 # "Z" may be lower case (the RFC's ABNF strings are case-insensitive); no space instead of "T"
 # (the RFC's note allows an application to choose one, this contract does not), no ISO 8601
 # basic format (20261201T135157Z), week or ordinal dates, no hour without minutes, no offset
-# without a colon. [0-9], not \d: \d would also take other scripts' digits.
-_RFC3339: Final = re.compile(
+# without a colon. [0-9], not \d: \d would also take other scripts' digits. Checked in Rust by
+# pydantic-core (a Python regex per timestamp cost more than the rest of its parsing), and
+# published in the JSON Schema as the string's pattern.
+RFC3339_PATTERN: Final = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
+# The same, taken apart (only for the rare leap second).
+_RFC3339_PARTS: Final = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?"
-    r"(?:([Zz])|([+-])([0-9]{2}):([0-9]{2}))"
+    r"(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))"
 )
 
 
+_MS: Final = timedelta(milliseconds=1)
+
+
 def _rfc3339_to_ms(value: str) -> int:
-    """Epoch milliseconds of an RFC 3339 ``date-time`` (fractions below 1 ms are truncated)."""
-    match = _RFC3339.fullmatch(value)
-    if match is None:
-        raise ValueError(
-            "ts is not an RFC 3339 date-time: YYYY-MM-DDTHH:MM:SS[.fraction] then Z or +HH:MM/-HH:MM"
-        )
-    year, month, day, hour, minute, second, fraction, _zulu, sign, off_h, off_m = match.groups()
-    if int(off_h or 0) > 23 or int(off_m or 0) > 59:
+    """Epoch milliseconds of a string that matches :data:`RFC3339_PATTERN` (fractions below
+    1 ms are truncated); ValueError when its numbers are out of range."""
+    if value[-1] not in "Zz" and (value[-5:-3] > "23" or value[-2:] > "59"):
         raise ValueError("ts has an offset outside -23:59..+23:59")
-    leap = second == "60"  # a leap second: POSIX time (and InfluxDB) has none, so :60 is :59 + 1 s
-    try:
-        parsed = datetime(
-            int(year), int(month), int(day), int(hour), int(minute), 59 if leap else int(second), tzinfo=UTC
-        )
-    except ValueError as exc:
-        raise ValueError(f"ts is not a valid date and time: {exc}") from None
-    offset = timedelta(hours=int(off_h or 0), minutes=int(off_m or 0))
-    utc = parsed - offset if sign == "+" else parsed + offset
-    if leap and (utc.hour, utc.minute) != (23, 59):
-        raise ValueError("ts has second 60, which only a leap second at 23:59:60 UTC may have")
-    # integer arithmetic: float seconds * 1000 can land 1 ms off
-    ms = (utc - _EPOCH) // timedelta(milliseconds=1) + (1000 if leap else 0)
-    ms += int((fraction[1:] + "00")[:3]) if fraction else 0
+    if value[17:19] == "60":
+        ms = _leap_second_ms(value)
+    else:
+        # The shape is RFC 3339's (the regex); datetime's C parser reads the numbers and checks
+        # their ranges. upper(): it takes "T" and "Z" only.
+        try:
+            parsed = datetime.fromisoformat(value.upper())
+        except ValueError as exc:
+            raise ValueError(f"ts is not a valid date and time: {exc}") from None
+        # integer arithmetic: float seconds * 1000 can land 1 ms off
+        since = parsed - _EPOCH
+        ms = since.days * 86_400_000 + since.seconds * 1000 + since.microseconds // 1000
     if not 0 <= ms < _MAX_TS:
         raise ValueError("ts is out of range")
     return ms
+
+
+def _leap_second_ms(value: str) -> int:
+    """``…:60``: a leap second, only ever at 23:59:60 UTC. POSIX time (and InfluxDB) has none, so
+    it is stored as the second after 23:59:59."""
+    match = _RFC3339_PARTS.fullmatch(value)
+    assert match is not None
+    year, month, day, hour, minute, _, fraction, sign, off_h, off_m = match.groups()
+    try:
+        offset = timedelta(hours=int(off_h or 0), minutes=int(off_m or 0))
+        utc = datetime(int(year), int(month), int(day), int(hour), int(minute), 59, tzinfo=UTC) - (
+            offset if sign == "+" else -offset
+        )
+    except (ValueError, OverflowError) as exc:
+        raise ValueError(f"ts is not a valid date and time: {exc}") from None
+    if (utc.hour, utc.minute) != (23, 59):
+        raise ValueError("ts has second 60, which only a leap second at 23:59:60 UTC may have")
+    return (utc - _EPOCH) // _MS + 1000 + (int((fraction[1:] + "00")[:3]) if fraction else 0)
 
 
 if TYPE_CHECKING:  # after validation a timestamp is always integer epoch milliseconds
@@ -98,13 +118,19 @@ else:
     # _rfc3339_to_ms. "left_to_right": try the integer form first, then the string form.
     Timestamp = Annotated[
         Annotated[int, Field(strict=True, ge=0, lt=_MAX_TS)]
-        | Annotated[str, Field(max_length=64), AfterValidator(_rfc3339_to_ms)],
+        | Annotated[str, Field(max_length=64, pattern=RFC3339_PATTERN), AfterValidator(_rfc3339_to_ms)],
         Field(union_mode="left_to_right"),
         WithJsonSchema(
             {
                 "anyOf": [
                     {"type": "integer", "minimum": 0, "description": "epoch milliseconds"},
-                    {"type": "string", "format": "date-time", "description": "RFC 3339 with a time zone"},
+                    {
+                        "type": "string",
+                        "format": "date-time",
+                        "pattern": RFC3339_PATTERN,
+                        "maxLength": 64,
+                        "description": "RFC 3339 date-time (section 5.6) with a time zone",
+                    },
                 ]
             }
         ),
