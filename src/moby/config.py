@@ -37,6 +37,7 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     SettingsError,
@@ -63,6 +64,10 @@ __all__ = ["ConfigError", "Loaded", "Settings", "load_settings", "redact_url"]
 
 GiB = 1024**3
 LogLevel = Literal["debug", "info", "warning", "error"]
+MiB = 1024**2
+# The sensor types the contract names; MOBY_SENSOR_TYPES replaces the list.
+DEFAULT_SENSOR_TYPES = ("vibration", "noise", "temperature", "humidity")
+_SENSOR_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 
 def _lower(value: object) -> object:
@@ -192,8 +197,23 @@ class Settings(BaseSettings):
     max_age_s: Annotated[int, Field(ge=1)] = 7 * 86400
     max_future_s: Annotated[int, Field(ge=0)] = 600
 
+    # --- ingest limits: what one publisher may make the backend and InfluxDB hold -------------
+    # The measurements sensors may write (comma-separated in the environment). Everything else is
+    # dead-lettered (cardinality_limit): a made-up sensor_type would be a new measurement, with
+    # continuous queries of its own. Names starting with "moby_" are the backend's and refused.
+    sensor_types: Annotated[tuple[str, ...], NoDecode] = DEFAULT_SENSOR_TYPES
+    # Distinct value names (fields) per measurement; one reading may carry 100 values (the
+    # contract), so 200 leaves room for a second sensor model with names of its own.
+    max_fields_per_measurement: Annotated[int, Field(ge=1)] = 200
+    # Sensors (and gateways) the backend keeps track of: per factory, factories, and in all.
+    max_sensors_per_factory: Annotated[int, Field(ge=1)] = 10_000
+    max_factories: Annotated[int, Field(ge=1)] = 1_000
+    max_sensors: Annotated[int, Field(ge=1)] = 100_000
+
     # --- dead letters -----------------------------------------------------------------------
     dlq_max_items: Annotated[int, Field(ge=1)] = 100_000
+    # ... and the bytes they hold (payload, detail, topic); the oldest are evicted past either.
+    dlq_max_bytes: Annotated[int, Field(ge=1024 * 1024)] = 256 * MiB
 
     # --- logging ------------------------------------------------------------------------------
     log_level: Annotated[LogLevel, BeforeValidator(_lower)] = "info"
@@ -229,6 +249,22 @@ class Settings(BaseSettings):
             "MOBY_MQTT_CLIENT_ID (it defaults to the username) and give every backend a broker user "
             "of its own (moby broker add-user NAME --role backend)"
         )
+
+    @field_validator("sensor_types", mode="before")
+    @classmethod
+    def _sensor_types(cls, value: object) -> tuple[str, ...]:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            raise ValueError("MOBY_SENSOR_TYPES must be a comma-separated list such as 'vibration,noise'")
+        names = tuple(dict.fromkeys(str(item).strip() for item in items if str(item).strip()))
+        if not names:
+            raise ValueError("MOBY_SENSOR_TYPES must name at least one sensor type")
+        for name in names:
+            if not _SENSOR_TYPE.match(name):
+                raise ValueError(f"sensor type {name!r} does not match {_SENSOR_TYPE.pattern}")
+            if name.startswith("moby_"):
+                raise ValueError(f"sensor type {name!r}: names starting with 'moby_' are the backend's own")
+        return names
 
     @field_validator("influx_url")
     @classmethod

@@ -78,6 +78,18 @@ class Metrics:
         self.mqtt_reconnects = Counter("moby_mqtt_reconnects", "Broker reconnections", registry=r)
         self.influx_up = Gauge("moby_influx_up", "1 when the last InfluxDB contact succeeded", registry=r)
         self.sensors = Gauge("moby_sensors", "Sensors known to the backend", registry=r)
+        self.cardinality_rejected = Counter(
+            "moby_cardinality_rejected",
+            "Messages dead-lettered (cardinality_limit) for passing a budget: sensor_type, "
+            "fields_per_measurement, sensors, sensors_per_factory, factories",
+            ["limit"],
+            registry=r,
+        )
+        self.storage_error = Gauge(
+            "moby_storage_error",
+            "1 while the data dir refuses writes (disk full, I/O error): nothing is acknowledged",
+            registry=r,
+        )
 
         # --- query layer (the InfluxQL proxy) ------------------------------------------------
         self.query_requests = Counter(

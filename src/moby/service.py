@@ -44,6 +44,7 @@ class Engine:
             s.queue_path,
             max_bytes=s.queue_max_bytes,
             dlq_max_items=s.dlq_max_items,
+            dlq_max_bytes=s.dlq_max_bytes,
             sync=s.queue_sync,
         )
         self.dead_letters = DeadLetterReader(s.queue_path)
@@ -76,6 +77,7 @@ class Engine:
             admin=self.influx_admin,
             writer=_user(s.influx_username, s.influx_password),
             reader=_user(s.proxy_influx_username, s.proxy_influx_password),
+            sensor_types=s.sensor_types,
         )
         # InfluxDB away: the writer and the bootstrap loop tell one story in the log (moby.outage).
         self.influx_outage = Outage(
@@ -94,9 +96,22 @@ class Engine:
     async def start(self) -> None:
         s = self.settings
         await self.queue.open()
-        self.registry = Registry([SensorRecord.from_dict(d) for d in await self.queue.load_sensors()])
-        self.metrics.sensors.set_function(lambda: len(self.registry))
-        self.processor = Processor(self.registry, max_age_s=s.max_age_s, max_future_s=s.max_future_s)
+        self.registry = Registry(
+            [SensorRecord.from_dict(d) for d in await self.queue.load_sensors()],
+            fields=await self.queue.load_fields(),
+            max_sensors=s.max_sensors,
+            max_factories=s.max_factories,
+            max_sensors_per_factory=s.max_sensors_per_factory,
+            max_fields_per_measurement=s.max_fields_per_measurement,
+        )
+        self.metrics.sensors.set_function(lambda: self.registry.sensor_count)
+        self.processor = Processor(
+            self.registry,
+            max_age_s=s.max_age_s,
+            max_future_s=s.max_future_s,
+            sensor_types=s.sensor_types,
+            metrics=self.metrics,
+        )
         self.committer = GroupCommitter(
             self.queue,
             self.registry,

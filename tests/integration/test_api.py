@@ -254,7 +254,7 @@ def test_dead_letters_docs_and_metrics(
     wait_until(lambda: backend.stored() == 3, 15, what="3 points")
 
     dlq = backend.get("/api/v1/dlq")
-    assert set(dlq) == {"total", "evicted", "items"}
+    assert set(dlq) == {"total", "evicted", "bytes", "items", "next_cursor"}
     assert (dlq["total"], dlq["evicted"]) == (5, 0)
     items = dlq["items"]
     for item in items:

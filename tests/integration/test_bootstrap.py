@@ -327,3 +327,29 @@ async def test_backfill_rolls_levels_up_to_the_energy_mean_at_both_resolutions(c
     assert hour["laeq"] == pytest.approx(energy_mean(minute_levels), abs=1e-6)
     assert (hour["laeq_min"], hour["laeq_max"], hour["seq"]) == (50.0, 5000.0, 21)
     assert (await rows(client, ROLLUP_1H, "vibration"))[0]["iso_zone"] == 3.0
+
+
+async def test_rollups_only_for_configured_sensor_types_and_the_backends_own(client: InfluxClient) -> None:
+    """Made-up measurements (written before the sensor types were configured, or by hand) get no
+    continuous queries, and the ones an older backend made for them are dropped."""
+    t = minute_start(5)
+    lines = [f"made_up_{i},factory_id=f1,sensor_id=s1 a=1.0,seq=1i {t}" for i in range(30)]
+    lines += [
+        f"vibration,factory_id=f1,sensor_id=s1 a=1.0,seq=1i {t}",
+        f"moby_internal,client_id=b1 queue_points=0.0 {t}",
+    ]
+    await Bootstrap(client).run()  # as before: every measurement rolled up
+    await client.write("\n".join(lines).encode())
+    await Bootstrap(client).reconcile_rollups()
+    assert len(await continuous_queries(client)) == 2 * 32
+
+    boot = Bootstrap(client, sensor_types=("vibration", "noise"))
+    await boot.run()  # a restarted backend with the guard
+    cqs = await continuous_queries(client)
+    assert set(cqs) == {
+        f"{prefix}{m}" for prefix in (CQ_PREFIX, CQ_1H_PREFIX) for m in ("vibration", "moby_internal")
+    }
+    await client.write(f"made_up_new,factory_id=f1,sensor_id=s1 a=1.0,seq=1i {t}".encode())
+    assert await boot.reconcile_rollups() == 0
+    assert set(await continuous_queries(client)) == set(cqs)
+    assert await boot.backfill(t, t + MINUTE_MS) == 2 * 2 * 1  # two measurements, two rollups, one day

@@ -56,6 +56,7 @@ ENDPOINTS = [
     Endpoint("/api/v1/sensors/s1", Role.VIEWER, 404),
     Endpoint("/api/v1/sensors/s1/readings", Role.VIEWER, 404),
     Endpoint("/api/v1/latest", Role.VIEWER, 200),  # no sensors yet: no query to make
+    Endpoint("/api/v1/gateways", Role.VIEWER, 200),
     Endpoint("/api/v1/dlq", Role.ADMIN, 200),
     Endpoint("/influx/ping", None, 502, proxy=True),  # open, as InfluxDB's /ping is
     Endpoint("/influx/query?db=moby&q=SHOW+MEASUREMENTS", Role.VIEWER, 502, proxy=True),

@@ -263,7 +263,7 @@ def test_every_query_is_found(tree: Path) -> None:
         total += len(queries) + len(variables)
         assert all(q.text.startswith("SELECT ") for q in queries)
     assert total >= 25
-    assert len(alert_queries(tree / "alerting" / "moby.yaml")) == 4
+    assert len(alert_queries(tree / "alerting" / "moby.yaml")) == 6
 
 
 # --- notifications: the contact point and the policy that routes MOBY's rules to it --------------

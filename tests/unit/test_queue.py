@@ -8,11 +8,20 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from moby.ingest.queue import ROW_OVERHEAD, DeadLetter, DeadLetterReader, DurableQueue, Segment, StoredSegment
+from moby.ingest.queue import (
+    ROW_OVERHEAD,
+    DeadLetter,
+    DeadLetterReader,
+    DurableQueue,
+    Segment,
+    StoredSegment,
+    take_bytes,
+)
 
 MiB = 1024 * 1024
 
@@ -362,5 +371,59 @@ async def test_a_rowid_queue_from_an_older_release_is_migrated(path: Path) -> No
         await q.flush()
         await q.commit([seg(8)])
         assert (await q.read(7, 10))[0].id > 7
+    finally:
+        await q.close()
+
+
+# -- dead letters bounded by bytes, read a page at a time ------------------------------------------
+async def test_dead_letters_are_bounded_by_bytes_oldest_evicted_and_counted(path: Path) -> None:
+    big = b"x" * 250_000
+    q = DurableQueue(path, max_bytes=MiB, dlq_max_items=100_000, dlq_max_bytes=MiB, sync="normal")
+    await q.open()
+    try:
+        await q.add_dead_letters([dead(i, payload=big) for i in range(3)])
+        assert (q.dead_total, q.dead_evicted) == (3, 0)
+        await q.add_dead_letters([dead(i, payload=big) for i in range(3, 10)])
+        # 4 of 250 KB fit in 1 MiB with their topic and detail; the 6 oldest went.
+        assert (q.dead_total, q.dead_evicted) == (4, 6)
+        assert q.dead_bytes <= MiB
+        assert [d["detail"] for d in DeadLetterReader(path).latest(100)] == [
+            f"detail {i}" for i in (9, 8, 7, 6)
+        ]
+        await q.add_dead_letters([dead(20)])  # a small one fits beside them
+        assert (q.dead_total, q.dead_evicted) == (5, 6)
+        held = q.dead_bytes
+    finally:
+        await q.close()
+    q = DurableQueue(path, max_bytes=MiB, dlq_max_items=100_000, dlq_max_bytes=MiB, sync="normal")
+    await q.open()
+    try:  # counted again from the file at start, as the store counts them
+        assert (q.dead_total, q.dead_bytes, q.dead_evicted) == (5, held, 6)
+    finally:
+        await q.close()
+
+
+async def test_dead_letters_are_read_newest_first_a_chunk_at_a_time(queue: DurableQueue, path: Path) -> None:
+    await queue.add_dead_letters([dead(i, payload=b"p" * 1000) for i in range(10)])
+    items = DeadLetterReader(path).newest_first()
+    first = take_bytes(items, 2500)
+    assert [orjson.loads(e)["detail"] for _, e in first] == ["detail 9", "detail 8", "detail 7"]
+    rest = take_bytes(items, 10**9)
+    assert len(rest) == 7 and take_bytes(items, 1) == []
+    older = DeadLetterReader(path).newest_first(before_id=first[-1][0], reason="invalid_json")
+    assert [orjson.loads(e)["detail"] for _, e in take_bytes(older, 1)] == ["detail 6"]
+    older.close()
+
+
+async def test_new_value_names_are_kept(path: Path) -> None:
+    q = await open_queue(path)
+    try:
+        await q.commit((), fields=[("vibration", "a"), ("vibration", "b"), ("noise", "a")])
+        await q.commit((), fields=[("vibration", "a")])
+    finally:
+        await q.close()
+    q = await open_queue(path)
+    try:
+        assert sorted(await q.load_fields()) == [("noise", "a"), ("vibration", "a"), ("vibration", "b")]
     finally:
         await q.close()

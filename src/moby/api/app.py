@@ -12,7 +12,7 @@ from typing import Annotated
 
 import uvicorn
 from fastapi import FastAPI, HTTPException, Path, Query, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from moby import __version__
@@ -20,8 +20,9 @@ from moby.access import AccessPolicy
 from moby.api.console import mount_console
 from moby.api.docs import mount_docs
 from moby.api.models import (
-    DeadLetterItem,
     DeadLetters,
+    Gateway,
+    GatewayList,
     Health,
     Latest,
     LatestList,
@@ -33,6 +34,7 @@ from moby.api.models import (
 from moby.api.readings import latest_query, readings_query, shape_latest, shape_points
 from moby.api.security import Guard
 from moby.api.server import BackgroundServer
+from moby.ingest.queue import take_bytes
 from moby.ingest.registry import SensorRecord
 from moby.query.proxy import proxy_from_settings
 from moby.query.routing import bucket_ms, choose, default_resolutions, retention_ms
@@ -43,6 +45,12 @@ from moby.webguard import AllowedHosts, WebGuard
 
 FIELD_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 LATEST_WINDOW_S = 6 * 3600  # the console marks a sensor without a newer reading as having none
+# The times InfluxDB can hold (int64 nanoseconds, less its two reserved values), in ms.
+INFLUX_MIN_MS = -9_223_372_036_854
+INFLUX_MAX_MS = 9_223_372_036_854
+SENSOR_CURSOR = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}/[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+# Dead letters are read from SQLite and encoded on a worker thread this many bytes at a time.
+DLQ_CHUNK_BYTES = 256 * 1024
 
 READINGS_DOC = """
 The resolution follows the range and `max_points` (see docs/QUERY.md): the step a reader needs is
@@ -171,8 +179,21 @@ def create_app(engine: Engine, *, manage_engine: bool = True) -> FastAPI:
     async def readyz() -> JSONResponse:
         mqtt = engine.subscriber.connected.is_set()
         influx = await engine.influx_reachable()
+        storage_error = engine.committer.storage_error
+        reasons = []
+        if not mqtt:
+            reasons.append("not connected to the broker")
+        if not influx:
+            reasons.append("InfluxDB is unreachable or refusing writes")
+        if storage_error is not None:
+            reasons.append(f"the data dir refuses writes ({storage_error}); nothing is acknowledged")
         body = Readiness(
-            ready=mqtt and influx, mqtt=mqtt, influx=influx, queue_full=not engine.queue.has_room()
+            ready=not reasons,
+            mqtt=mqtt,
+            influx=influx,
+            queue_full=not engine.queue.has_room(),
+            storage=storage_error is None,
+            reasons=reasons,
         )
         return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 
@@ -191,31 +212,68 @@ def create_app(engine: Engine, *, manage_engine: bool = True) -> FastAPI:
         "/api/v1/sensors",
         response_model=SensorList,
         tags=["sensors"],
-        summary="Every sensor seen",
+        summary="Every sensor seen, a page at a time",
+        description="In (factory_id, sensor_id) order; `next_cursor` of an answer, passed as `cursor`, "
+        "gives the next page. Gateways (connections carrying other sensors) are listed at "
+        "`/api/v1/gateways`, not here.",
         dependencies=[guard.viewer],
     )
     async def sensors(
         factory_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
         sensor_type: Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9_]{0,31}$")] = None,
         online: bool | None = None,
+        limit: Annotated[int, Query(ge=1, le=10_000, description="sensors per page")] = 1000,
+        cursor: Annotated[
+            str | None, Query(pattern=SENSOR_CURSOR, description="`next_cursor` of the previous page")
+        ] = None,
     ) -> SensorList:
         now_ms = int(time.time() * 1000)
-        items = [
-            _sensor(r, now_ms)
-            for r in sorted(engine.registry.all(), key=lambda r: (r.factory_id, r.sensor_id))
-            if (factory_id is None or r.factory_id == factory_id)
-            and (sensor_type is None or r.sensor_type == sensor_type)
-        ]
-        if online is not None:
-            items = [s for s in items if s.online == online]
-        return SensorList(total=len(items), items=items)
+
+        def keep(r: SensorRecord) -> bool:
+            return (
+                not r.gateway
+                and (sensor_type is None or r.sensor_type == sensor_type)
+                and (online is None or r.is_online(now_ms) == online)
+            )
+
+        after = (cursor.split("/", 1)[0], cursor.split("/", 1)[1]) if cursor else None
+        records, total, last = engine.registry.page(limit, after=after, factory_id=factory_id, keep=keep)
+        return SensorList(
+            total=total,
+            items=[_sensor(r, now_ms) for r in records],
+            next_cursor=f"{last[0]}/{last[1]}" if last else None,
+        )
+
+    @app.get(
+        "/api/v1/gateways",
+        response_model=GatewayList,
+        tags=["sensors"],
+        summary="Gateways: connections that carry other sensors' messages (not counted as sensors)",
+        dependencies=[guard.viewer],
+    )
+    async def gateways(factory_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None) -> GatewayList:
+        now_ms = int(time.time() * 1000)
+        records, total, _ = engine.registry.page(10_000, factory_id=factory_id, keep=lambda r: r.gateway)
+        return GatewayList(
+            total=total,
+            items=[
+                Gateway(
+                    factory_id=r.factory_id,
+                    gateway_id=r.sensor_id,
+                    online=r.is_online(now_ms),
+                    last_seen=_iso(r.last_seen_ms),
+                    metadata=r.metadata,
+                )
+                for r in records
+            ],
+        )
 
     def _find(sensor_id: str, factory_id: str | None) -> SensorRecord:
-        matches = [
-            r
-            for r in engine.registry.all()
-            if r.sensor_id == sensor_id and (factory_id is None or r.factory_id == factory_id)
-        ]
+        if factory_id is not None:
+            record = engine.registry.get(factory_id, sensor_id)
+            matches = [record] if record is not None and not record.gateway else []
+        else:
+            matches = [r for r in engine.registry.all() if r.sensor_id == sensor_id and not r.gateway]
         if not matches:
             raise HTTPException(404, f"sensor {sensor_id!r} has not been seen")
         if len(matches) > 1:
@@ -277,6 +335,13 @@ def create_app(engine: Engine, *, manage_engine: bool = True) -> FastAPI:
         start_dt = start or datetime.fromtimestamp(end_dt.timestamp() - 3600, UTC)
         if start_dt.tzinfo is None or end_dt.tzinfo is None:
             raise HTTPException(422, "start and end need a time zone")
+        for name, moment in (("start", start_dt), ("end", end_dt)):
+            if not INFLUX_MIN_MS <= moment.timestamp() * 1000 <= INFLUX_MAX_MS:
+                raise HTTPException(
+                    422,
+                    f"{name} {moment.isoformat()} is outside the times InfluxDB can hold "
+                    f"({_iso(INFLUX_MIN_MS)} to {_iso(INFLUX_MAX_MS)})",
+                )
         if start_dt >= end_dt:
             raise HTTPException(422, "start must be before end")
         names = [f for part in (fields or []) for f in part.split(",") if f]
@@ -356,21 +421,58 @@ def create_app(engine: Engine, *, manage_engine: bool = True) -> FastAPI:
 
     @app.get(
         "/api/v1/dlq",
-        response_model=DeadLetters,
+        response_model=None,
+        response_class=StreamingResponse,
+        responses={200: {"model": DeadLetters, "description": "a page of dead letters, newest first"}},
         tags=["dead letters"],
-        summary="Newest dead letters",
+        summary="Newest dead letters, a page at a time",
+        description="At most `limit` items and about `max_bytes` of them (always at least one), newest "
+        "first; `next_cursor`, passed as `cursor`, gives the next (older) page. The answer is "
+        "streamed as it is read.",
         dependencies=[guard.admin],  # raw payloads, as sensors sent them
     )
     async def dlq(
         limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
         reason: Annotated[str | None, Query(pattern=r"^[a-z_]{1,40}$")] = None,
-    ) -> DeadLetters:
-        items = await asyncio.to_thread(engine.dead_letters.latest, limit, reason)
-        return DeadLetters(
-            total=engine.queue.dead_total,
-            evicted=engine.queue.dead_evicted,
-            items=[DeadLetterItem(**item) for item in items],
+        cursor: Annotated[
+            str | None, Query(pattern=r"^[0-9]{1,18}$", description="`next_cursor` of the previous page")
+        ] = None,
+        max_bytes: Annotated[
+            int, Query(ge=4096, le=64 * 1024 * 1024, description="bytes of items per answer, about")
+        ] = 4 * 1024 * 1024,
+    ) -> StreamingResponse:
+        head = b'{"total":%d,"evicted":%d,"bytes":%d,"items":[' % (
+            engine.queue.dead_total,
+            engine.queue.dead_evicted,
+            engine.queue.dead_bytes,
         )
+        items = engine.dead_letters.newest_first(before_id=int(cursor) if cursor else None, reason=reason)
+
+        async def body() -> AsyncIterator[bytes]:
+            yield head
+            sent = size = 0
+            last_id: int | None = None
+            next_cursor: int | None = None
+            try:
+                while next_cursor is None:
+                    # SQLite reads and JSON encoding on a worker thread, a bounded chunk at a time.
+                    chunk = await asyncio.to_thread(take_bytes, items, DLQ_CHUNK_BYTES)
+                    if not chunk:
+                        break
+                    for id_, encoded in chunk:
+                        if sent == limit or (sent and size + len(encoded) > max_bytes):
+                            next_cursor = last_id
+                            break
+                        yield b"," + encoded if sent else encoded
+                        sent += 1
+                        size += len(encoded)
+                        last_id = id_
+            finally:
+                await asyncio.to_thread(items.close)
+            tail = b'"%d"' % next_cursor if next_cursor is not None else b"null"
+            yield b'],"next_cursor":%b}' % tail
+
+        return StreamingResponse(body(), media_type="application/json")
 
     mount_console(app)
     return app

@@ -19,6 +19,14 @@ class Readiness(BaseModel):
         "(after an outage this turns true with the writer's next successful retry)"
     )
     queue_full: bool = Field(description="the durable queue is at its byte bound")
+    storage: bool = Field(
+        default=True,
+        description="the data dir accepts writes; false while group commits fail (disk full, "
+        "I/O error), when nothing is acknowledged to the broker",
+    )
+    reasons: list[str] = Field(
+        default_factory=list, description="why the backend is not ready, one line per cause"
+    )
 
 
 class Sensor(BaseModel):
@@ -26,8 +34,10 @@ class Sensor(BaseModel):
     sensor_id: str
     sensor_type: str | None = Field(description="from telemetry, or the birth message")
     online: bool = Field(
-        description="the sensor's last status said online (birth) and it was heard from within "
-        "the inactivity timeout; a Last Will or offline status makes it false"
+        description="heard from (telemetry, health or an online status) within the inactivity "
+        "timeout (5 minutes), and the last thing heard was not an offline status (Last Will or "
+        "clean stop); telemetry or health after an offline status makes it true again, whatever "
+        "the retained status still says"
     )
     reported_online: bool | None = Field(description="what the last status message said")
     last_seen: str | None = Field(description="RFC 3339 time of the last message of any kind")
@@ -39,8 +49,24 @@ class Sensor(BaseModel):
 
 
 class SensorList(BaseModel):
-    total: int
+    total: int = Field(description="sensors matching the filters, on every page")
     items: list[Sensor]
+    next_cursor: str | None = Field(
+        default=None, description="pass as `cursor` for the next page; null on the last page"
+    )
+
+
+class Gateway(BaseModel):
+    factory_id: str
+    gateway_id: str
+    online: bool = Field(description="as for a sensor")
+    last_seen: str | None
+    metadata: dict[str, Any] = Field(description="the gateway's birth metadata")
+
+
+class GatewayList(BaseModel):
+    total: int
+    items: list[Gateway]
 
 
 class Readings(BaseModel):
@@ -83,6 +109,10 @@ class DeadLetterItem(BaseModel):
 
 
 class DeadLetters(BaseModel):
-    total: int = Field(description="dead letters held (the store is bounded)")
-    evicted: int = Field(description="dead letters evicted, oldest first, to keep the bound")
+    total: int = Field(description="dead letters held (the store is bounded by count and bytes)")
+    evicted: int = Field(description="dead letters evicted, oldest first, to keep the bounds")
+    bytes: int = Field(description="bytes the held dead letters count for against MOBY_DLQ_MAX_BYTES")
     items: list[DeadLetterItem]
+    next_cursor: str | None = Field(
+        description="pass as `cursor` for the next (older) page; null when there is none"
+    )

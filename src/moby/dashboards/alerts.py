@@ -42,6 +42,7 @@ class AlertSettings:
     offline_for: str = "5m"  # a sensor reported offline this long
     dead_letters_per_min: float = 10.0
     dead_letters_for: str = "5m"
+    storage_error_for: str = "1m"  # the data dir refusing writes this long
 
 
 def _rule(
@@ -175,7 +176,47 @@ def rule_groups(settings: AlertSettings = AlertSettings()) -> list[alerting.Rule
             )
         )
     )
-    return [vibration, fleet]
+    backend = (
+        alerting.RuleGroup("backend")
+        .interval(60)
+        .with_rule(
+            _rule(
+                "moby-cardinality-limit",
+                "Messages refused by a cardinality budget",
+                # Refusals in the last 5 minutes, as for the dead-letter rate.
+                'SELECT sum("added") FROM (SELECT non_negative_difference("cardinality_rejected") AS "added" '
+                f'FROM {RAW}."moby_internal" WHERE $timeFilter GROUP BY "client_id") GROUP BY "client_id"',
+                reducer="last",
+                op="gt",
+                threshold=0,
+                for_="0s",
+                summary="{{ $labels.client_id }} dead-lettered messages for an unconfigured sensor_type or "
+                "past a budget of fields, sensors or factories (cardinality_limit): a misconfigured "
+                "sensor or a publisher making up names; see /api/v1/dlq?reason=cardinality_limit",
+                labels={"severity": "warning"},
+                lookback_s=300,
+                no_data="OK",
+            )
+        )
+        .with_rule(
+            _rule(
+                "moby-storage-error",
+                "Backend data dir refuses writes",
+                f'SELECT max("storage_error") FROM {RAW}."moby_internal" WHERE $timeFilter '
+                'GROUP BY time(1m), "client_id"',
+                reducer="max",
+                op="gt",
+                threshold=0.5,
+                for_=settings.storage_error_for,
+                summary="{{ $labels.client_id }} cannot write to its data dir (disk full or I/O error): "
+                "nothing is acknowledged to the broker, which holds the backlog; /readyz says why",
+                labels={"severity": "critical"},
+                lookback_s=120,
+                no_data="OK",
+            )
+        )
+    )
+    return [vibration, fleet, backend]
 
 
 def to_file_format(

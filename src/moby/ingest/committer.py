@@ -53,6 +53,9 @@ class GroupCommitter:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.committed = asyncio.Event()  # set after every commit: wakes the writer
+        # Why the last group commit failed, while commits fail (disk full, I/O error); else None.
+        self.storage_error: str | None = None
+        self._failing_since = 0.0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="group-commit")
@@ -140,15 +143,24 @@ class GroupCommitter:
         sensors: list[tuple[str, str, dict[str, Any]]] = [
             (r.factory_id, r.sensor_id, r.as_dict()) for r in self._registry.take_dirty()
         ]
+        fields = self._registry.take_dirty_fields()
         started = time.monotonic()
         while True:
             try:
-                await self._queue.commit(segments, dead, sensors)
+                await self._queue.commit(segments, dead, sensors, fields)
                 break
-            except Exception:
+            except Exception as exc:
                 # A full disk or an I/O error: nothing is acknowledged until it is written.
-                log.exception("group commit failed; retrying", messages=messages)
+                self._storage_failed(exc, messages)
                 await asyncio.sleep(1.0)
+        if self.storage_error is not None:
+            log.warning(
+                "data dir writable again; group commits resumed",
+                after_s=round(time.monotonic() - self._failing_since, 1),
+                path=str(self._queue.path),
+            )
+            self.storage_error = None
+            self._metrics.storage_error.set(0)
         self._metrics.commit_messages.observe(messages)
         self._metrics.readings_accepted.inc(sum(seg.points for seg in segments))
         for d in dead:
@@ -162,6 +174,21 @@ class GroupCommitter:
         self.committed.set()
         if time.monotonic() - started > 1.0:
             log.warning("slow group commit", seconds=round(time.monotonic() - started, 3))
+
+    def _storage_failed(self, exc: Exception, messages: int) -> None:
+        """Say once that the data dir refuses writes (readiness and a metric say it meanwhile)."""
+        message = f"{type(exc).__name__}: {exc}"[:300]
+        if self.storage_error is None:
+            self._failing_since = time.monotonic()
+            self._metrics.storage_error.set(1)
+            log.error(
+                "group commit failed: the data dir refuses writes; holding acknowledgements and "
+                "retrying every second (free space in it, or fix the error)",
+                path=str(self._queue.path),
+                error=message,
+                messages=messages,
+            )
+        self.storage_error = message
 
     async def close(self) -> None:
         """Commit what is pending and stop."""

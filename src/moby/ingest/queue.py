@@ -1,8 +1,9 @@
 """The durable queue between the MQTT subscriber and the InfluxDB writer, and the dead-letter store.
 
-One SQLite database in WAL mode under the data dir holds four tables: ``queue`` (encoded
+One SQLite database in WAL mode under the data dir holds five tables: ``queue`` (encoded
 telemetry waiting for InfluxDB, one row per group commit), ``dead_letters`` (rejected input,
-bounded, oldest evicted), ``sensors`` (the registry) and ``meta`` (counters that must survive
+bounded by count and by bytes, oldest evicted), ``sensors`` (the registry), ``fields`` (the value
+names each measurement has, for the field budget) and ``meta`` (counters that must survive
 restarts). Every mutation runs on one dedicated thread through one connection, so SQLite never
 sees two writers and the event loop never blocks on disk; the InfluxDB writer reads through a
 second, read-only connection on its own thread (WAL lets readers run beside the writer), and
@@ -17,10 +18,12 @@ the ingest side then stops acknowledging to the broker, which keeps the backlog 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -58,6 +61,11 @@ CREATE TABLE IF NOT EXISTS sensors (
     PRIMARY KEY (factory_id, sensor_id)
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS fields (
+    measurement TEXT NOT NULL,
+    name TEXT NOT NULL,
+    PRIMARY KEY (measurement, name)
+) WITHOUT ROWID;
 """
 )
 # Bytes a queue row costs beyond its lines (rowid, integers, SQLite record overhead).
@@ -66,6 +74,9 @@ PAGE_SIZE = 64 * 1024
 WAL_CHECKPOINT_BYTES = 8 * 1024 * 1024
 # Dead-letter payloads are kept whole up to the contract's message limit.
 MAX_DEAD_PAYLOAD = 256 * 1024
+# Bytes a dead letter counts for beyond its payload, detail and topic.
+DEAD_ROW_OVERHEAD = 64
+_DEAD_SIZE = f"length(payload) + length(detail) + length(topic) + {DEAD_ROW_OVERHEAD}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +110,12 @@ class DeadLetter:
     payload: bytes
     received_at: float
 
+    @property
+    def size(self) -> int:
+        """What it counts for against the store's byte bound (as :data:`_DEAD_SIZE` in SQL)."""
+        payload = min(len(self.payload), MAX_DEAD_PAYLOAD)
+        return payload + len(self.detail) + len(self.topic) + DEAD_ROW_OVERHEAD
+
 
 def connect(path: Path, *, readonly: bool = False, sync: str = "full") -> sqlite3.Connection:
     if readonly:
@@ -125,12 +142,14 @@ class DurableQueue:
         *,
         max_bytes: int,
         dlq_max_items: int,
+        dlq_max_bytes: int = 256 * 1024 * 1024,
         sync: str = "full",
         hot_max_bytes: int = 32 * 1024 * 1024,
     ) -> None:
         self.path = path
         self.max_bytes = max_bytes
         self.dlq_max_items = dlq_max_items
+        self.dlq_max_bytes = dlq_max_bytes
         self._sync = sync
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moby-queue")
         self._read_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moby-queue-read")
@@ -143,6 +162,7 @@ class DurableQueue:
         self.depth_points = 0
         self.depth_bytes = 0
         self.dead_total = 0
+        self.dead_bytes = 0
         self.dead_evicted = 0
         self._room = asyncio.Event()
         # Rows committed since open, in id order, not yet handed to the writer: every row with
@@ -176,7 +196,9 @@ class DurableQueue:
             f"coalesce(sum(length(lines) + {ROW_OVERHEAD}), 0) FROM queue"
         ).fetchone()
         self.depth_rows, self.depth_points, self.depth_bytes = rows, points, size
-        self.dead_total = self.conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
+        self.dead_total, self.dead_bytes = self.conn.execute(
+            f"SELECT count(*), coalesce(sum({_DEAD_SIZE}), 0) FROM dead_letters"
+        ).fetchone()
         row = self.conn.execute("SELECT value FROM meta WHERE key='dead_evicted'").fetchone()
         self.dead_evicted = row[0] if row else 0
         # Rows after the highest id ever used will all pass through _keep_hot.
@@ -240,9 +262,11 @@ class DurableQueue:
         entries: Sequence[Segment],
         dead: Sequence[DeadLetter] = (),
         sensors: Sequence[tuple[str, str, dict[str, Any]]] = (),
+        fields: Sequence[tuple[str, str]] = (),
     ) -> None:
-        """One transaction: new segments, dead letters, sensor records, pending deletes."""
-        ids = await self._run(self._commit, entries, dead, sensors, self._take_deletes())
+        """One transaction: new segments, dead letters, sensor records, new value names, pending
+        deletes."""
+        ids = await self._run(self._commit, entries, dead, sensors, fields, self._take_deletes())
         self._keep_hot(entries, ids)
         self.depth_rows += len(entries)
         self.depth_points += sum(e.points for e in entries)
@@ -258,6 +282,7 @@ class DurableQueue:
         entries: Sequence[Segment],
         dead: Sequence[DeadLetter],
         sensors: Sequence[tuple[str, str, dict[str, Any]]],
+        fields: Sequence[tuple[str, str]],
         deletes: Sequence[tuple[int, int]],
     ) -> list[int]:
         conn = self.conn
@@ -272,18 +297,22 @@ class DurableQueue:
                 assert cursor.lastrowid is not None
                 ids.append(cursor.lastrowid)
             self._delete_ranges(deletes)
-            evicted = self._insert_dead(dead) if dead else 0
+            evicted, evicted_bytes = self._insert_dead(dead) if dead else (0, 0)
             if sensors:
                 conn.executemany(
                     "INSERT OR REPLACE INTO sensors (factory_id, sensor_id, record) VALUES (?, ?, ?)",
                     [(f, s, orjson.dumps(r).decode()) for f, s, r in sensors],
                 )
+            if fields:
+                conn.executemany("INSERT OR IGNORE INTO fields (measurement, name) VALUES (?, ?)", fields)
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):  # a failed COMMIT may have rolled back already
+                conn.execute("ROLLBACK")
             self._deletes.extend(deletes)  # retried with the next commit
             raise
         self.dead_total += len(dead) - evicted
+        self.dead_bytes += sum(d.size for d in dead) - evicted_bytes
         self.dead_evicted += evicted
         return ids
 
@@ -291,25 +320,33 @@ class DurableQueue:
         if deletes:
             self.conn.executemany("DELETE FROM queue WHERE id BETWEEN ? AND ?", deletes)
 
-    def _insert_dead(self, dead: Sequence[DeadLetter]) -> int:
+    def _insert_dead(self, dead: Sequence[DeadLetter]) -> tuple[int, int]:
+        """Insert dead letters, then evict the oldest until both bounds hold: (evicted, their bytes)."""
         conn = self.conn
         conn.executemany(
             "INSERT INTO dead_letters (received_at, topic, reason, detail, payload) VALUES (?, ?, ?, ?, ?)",
             [(d.received_at, d.topic, d.reason, d.detail, d.payload[:MAX_DEAD_PAYLOAD]) for d in dead],
         )
-        excess = self.dead_total + len(dead) - self.dlq_max_items
-        if excess <= 0:
-            return 0
-        conn.execute(
-            "DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters ORDER BY id LIMIT ?)",
-            (excess,),
-        )
+        excess_items = self.dead_total + len(dead) - self.dlq_max_items
+        excess_bytes = self.dead_bytes + sum(d.size for d in dead) - self.dlq_max_bytes
+        if excess_items <= 0 and excess_bytes <= 0:
+            return 0, 0
+        evicted = freed = 0
+        last_id = None
+        # length() of a blob reads its size, not its pages: walking the oldest rows is cheap.
+        for id_, size in conn.execute(f"SELECT id, {_DEAD_SIZE} FROM dead_letters ORDER BY id"):
+            if evicted >= excess_items and freed >= excess_bytes:
+                break
+            evicted += 1
+            freed += size
+            last_id = id_
+        conn.execute("DELETE FROM dead_letters WHERE id <= ?", (last_id,))
         conn.execute(
             "INSERT INTO meta (key, value) VALUES ('dead_evicted', ?) "
             "ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
-            (excess,),
+            (evicted,),
         )
-        return excess
+        return evicted, freed
 
     async def add_dead_letters(self, dead: Sequence[DeadLetter]) -> None:
         await self.commit((), dead)
@@ -401,6 +438,23 @@ class DurableQueue:
             lambda: [orjson.loads(r[0]) for r in self.conn.execute("SELECT record FROM sensors")]
         )
 
+    async def load_fields(self) -> list[tuple[str, str]]:
+        """Every (measurement, value name) pair admitted so far."""
+        return await self._run(
+            lambda: [(m, n) for m, n in self.conn.execute("SELECT measurement, name FROM fields")]
+        )
+
+
+def _dead_item(received_at: float, topic: str, code: str, detail: str, payload: bytes) -> dict[str, Any]:
+    return {
+        "received_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(received_at))
+        + f".{int(received_at * 1000) % 1000:03d}Z",
+        "topic": topic,
+        "reason": code,
+        "detail": detail,
+        "payload": payload.decode("utf-8", "backslashreplace"),
+    }
+
 
 class DeadLetterReader:
     """Read-only view of the dead-letter store for the HTTP API."""
@@ -409,24 +463,43 @@ class DeadLetterReader:
         self.path = path
 
     def latest(self, limit: int, reason: str | None = None) -> list[dict[str, Any]]:
+        items = self.newest_first(reason=reason)
+        try:
+            return [orjson.loads(encoded) for _, encoded in itertools.islice(items, limit)]
+        finally:
+            items.close()
+
+    def newest_first(
+        self, *, before_id: int | None = None, reason: str | None = None
+    ) -> Generator[tuple[int, bytes]]:
+        """Dead letters older than ``before_id`` (all when None), newest first, as (id, JSON of the
+        item), read lazily: a caller pages through a store of any size in bounded memory.
+
+        Blocking (SQLite): call ``next`` from a worker thread, one thread at a time; ``close()``
+        it when done early.
+        """
         conn = connect(self.path, readonly=True)
         try:
-            sql = "SELECT received_at, topic, reason, detail, payload FROM dead_letters"
-            args: tuple[Any, ...] = ()
+            sql = "SELECT id, received_at, topic, reason, detail, payload FROM dead_letters WHERE id < ?"
+            args: tuple[Any, ...] = (before_id if before_id is not None else 2**63 - 1,)
             if reason:
-                sql += " WHERE reason = ?"
-                args = (reason,)
-            sql += " ORDER BY id DESC LIMIT ?"
-            return [
-                {
-                    "received_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(received_at))
-                    + f".{int(received_at * 1000) % 1000:03d}Z",
-                    "topic": topic,
-                    "reason": code,
-                    "detail": detail,
-                    "payload": payload.decode("utf-8", "backslashreplace"),
-                }
-                for received_at, topic, code, detail, payload in conn.execute(sql, (*args, limit))
-            ]
+                sql += " AND reason = ?"
+                args += (reason,)
+            for id_, received_at, topic, code, detail, payload in conn.execute(
+                f"{sql} ORDER BY id DESC", args
+            ):
+                yield id_, orjson.dumps(_dead_item(received_at, topic, code, detail, payload))
         finally:
             conn.close()
+
+
+def take_bytes(items: Iterator[tuple[int, bytes]], budget: int) -> list[tuple[int, bytes]]:
+    """Items from ``items`` until about ``budget`` bytes (at least one, unless it is exhausted)."""
+    taken: list[tuple[int, bytes]] = []
+    size = 0
+    for item in items:
+        taken.append(item)
+        size += len(item[1])
+        if size >= budget:
+            break
+    return taken

@@ -8,6 +8,7 @@ later (the contract allows additive change); a field that *is* known must be exa
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Final, Literal, NamedTuple, NotRequired
@@ -50,18 +51,64 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_TS = 2**53  # epoch ms that a JSON number (IEEE double) still carries exactly
 
 
+# RFC 3339 section 5.6 ``date-time``, exactly: full-date "T" partial-time time-offset. "T" and
+# "Z" may be lower case (the RFC's ABNF strings are case-insensitive); no space instead of "T"
+# (the RFC's note allows an application to choose one, this contract does not), no ISO 8601
+# basic format (20261201T135157Z), week or ordinal dates, no hour without minutes, no offset
+# without a colon. [0-9], not \d: \d would also take other scripts' digits. Checked in Rust by
+# pydantic-core (a Python regex per timestamp cost more than the rest of its parsing), and
+# published in the JSON Schema as the string's pattern.
+RFC3339_PATTERN: Final = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
+# The same, taken apart (only for the rare leap second).
+_RFC3339_PARTS: Final = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?"
+    r"(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))"
+)
+
+
+_MS: Final = timedelta(milliseconds=1)
+
+
 def _rfc3339_to_ms(value: str) -> int:
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError("ts is not an RFC 3339 time") from None
-    if parsed.tzinfo is None:
-        raise ValueError("ts needs a time zone (e.g. 'Z' or '+09:00')")
-    # integer arithmetic: float seconds * 1000 can land 1 ms off
-    ms = (parsed - _EPOCH) // timedelta(milliseconds=1)
+    """Epoch milliseconds of a string that matches :data:`RFC3339_PATTERN` (fractions below
+    1 ms are truncated); ValueError when its numbers are out of range."""
+    if value[-1] not in "Zz" and (value[-5:-3] > "23" or value[-2:] > "59"):
+        raise ValueError("ts has an offset outside -23:59..+23:59")
+    if value[17:19] == "60":
+        ms = _leap_second_ms(value)
+    else:
+        # The shape is RFC 3339's (the regex); datetime's C parser reads the numbers and checks
+        # their ranges. upper(): it takes "T" and "Z" only.
+        try:
+            parsed = datetime.fromisoformat(value.upper())
+        except ValueError as exc:
+            raise ValueError(f"ts is not a valid date and time: {exc}") from None
+        # integer arithmetic: float seconds * 1000 can land 1 ms off
+        since = parsed - _EPOCH
+        ms = since.days * 86_400_000 + since.seconds * 1000 + since.microseconds // 1000
     if not 0 <= ms < _MAX_TS:
         raise ValueError("ts is out of range")
     return ms
+
+
+def _leap_second_ms(value: str) -> int:
+    """``…:60``: a leap second, only ever at 23:59:60 UTC. POSIX time (and InfluxDB) has none, so
+    it is stored as the second after 23:59:59."""
+    match = _RFC3339_PARTS.fullmatch(value)
+    assert match is not None
+    year, month, day, hour, minute, _, fraction, sign, off_h, off_m = match.groups()
+    try:
+        offset = timedelta(hours=int(off_h or 0), minutes=int(off_m or 0))
+        utc = datetime(int(year), int(month), int(day), int(hour), int(minute), 59, tzinfo=UTC) - (
+            offset if sign == "+" else -offset
+        )
+    except (ValueError, OverflowError) as exc:
+        raise ValueError(f"ts is not a valid date and time: {exc}") from None
+    if (utc.hour, utc.minute) != (23, 59):
+        raise ValueError("ts has second 60, which only a leap second at 23:59:60 UTC may have")
+    return (utc - _EPOCH) // _MS + 1000 + (int((fraction[1:] + "00")[:3]) if fraction else 0)
 
 
 if TYPE_CHECKING:  # after validation a timestamp is always integer epoch milliseconds
@@ -71,13 +118,19 @@ else:
     # _rfc3339_to_ms. "left_to_right": try the integer form first, then the string form.
     Timestamp = Annotated[
         Annotated[int, Field(strict=True, ge=0, lt=_MAX_TS)]
-        | Annotated[str, Field(max_length=64), AfterValidator(_rfc3339_to_ms)],
+        | Annotated[str, Field(max_length=64, pattern=RFC3339_PATTERN), AfterValidator(_rfc3339_to_ms)],
         Field(union_mode="left_to_right"),
         WithJsonSchema(
             {
                 "anyOf": [
                     {"type": "integer", "minimum": 0, "description": "epoch milliseconds"},
-                    {"type": "string", "format": "date-time", "description": "RFC 3339 with a time zone"},
+                    {
+                        "type": "string",
+                        "format": "date-time",
+                        "pattern": RFC3339_PATTERN,
+                        "maxLength": 64,
+                        "description": "RFC 3339 date-time (section 5.6) with a time zone",
+                    },
                 ]
             }
         ),
@@ -205,6 +258,9 @@ class Status(BaseModel):
     units: dict[ValueName, Annotated[str, Field(max_length=32)]] = Field(
         default_factory=dict, max_length=MAX_VALUES
     )
+    # A connection that carries other sensors' messages (``moby simulate``'s gateways), not a
+    # sensor: the backend lists it apart and does not count it in the fleet.
+    gateway: Annotated[bool, Field(strict=True)] = False
 
 
 HEALTH: Final = TypeAdapter(Health)

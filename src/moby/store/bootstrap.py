@@ -32,6 +32,7 @@ the last ``MOBY_ROLLUP_REROLL_HOURS`` periodically (see docs/QUERY.md).
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from typing import Any, Final
@@ -59,6 +60,9 @@ HOUR_MS: Final = 3_600_000
 DAY_MS: Final = 86_400_000
 _NUMERIC: Final = frozenset({"float", "integer"})
 _DURATION: Final = re.compile(r"^(?:\d+[smhdw])+$|^INF$")
+# The backend's own measurements (moby_internal, moby_sensor_status, ...) are rolled up like a
+# sensor type's; no sensor may write a name with this prefix.
+BACKEND_PREFIX: Final = "moby_"
 
 
 @dataclass(frozen=True)
@@ -198,6 +202,7 @@ class Bootstrap:
         admin: InfluxClient | None = None,
         writer: InfluxUser | None = None,
         reader: InfluxUser | None = None,
+        sensor_types: Collection[str] | None = None,
     ) -> None:
         for value in (raw_retention, rollup_retention, rollup_1h_retention):
             if not _DURATION.match(value):
@@ -212,6 +217,18 @@ class Bootstrap:
             RetentionPolicy(ROLLUP_1H, rollup_1h_retention),
         )
         self._cq_fields: dict[str, frozenset[str]] = {}
+        # Continuous queries only for these measurements (and the backend's own): a measurement
+        # that exists for any other reason (written before the sensor types were configured,
+        # or by hand) gets none. None: every measurement (``moby rollup backfill``).
+        self.sensor_types = frozenset(sensor_types) if sensor_types is not None else None
+
+    def rolled_up(self, measurement: str) -> bool:
+        """Whether a measurement gets rollups."""
+        return (
+            self.sensor_types is None
+            or measurement in self.sensor_types
+            or measurement.startswith(BACKEND_PREFIX)
+        )
 
     @property
     def db(self) -> str:
@@ -256,7 +273,7 @@ class Bootstrap:
         results = await self.client.query(f"SHOW FIELD KEYS FROM {quote_ident(RAW)}./.*/")
         fields: dict[str, set[str]] = {}
         for row in series_rows(results[0]):
-            if row["fieldType"] in _NUMERIC:
+            if row["fieldType"] in _NUMERIC and self.rolled_up(row["_measurement"]):
                 fields.setdefault(row["_measurement"], set()).add(row["fieldKey"])
         return fields
 
@@ -269,6 +286,17 @@ class Bootstrap:
         existing = await self._existing_cqs() if not self._cq_fields else {}
         db = quote_ident(self.db)
         changed = 0
+        # Ours, for a measurement no longer rolled up: each one costs InfluxDB work every run.
+        stale = [
+            name
+            for name in existing
+            for prefix in (CQ_PREFIX, CQ_1H_PREFIX)
+            if name.startswith(prefix) and not self.rolled_up(name[len(prefix) :])
+        ]
+        for name in stale:
+            await self.client.execute(f"DROP CONTINUOUS QUERY {quote_ident(name)} ON {db}")
+        if stale:
+            log.info("rollup continuous queries dropped for unconfigured measurements", queries=len(stale))
         for measurement, names in sorted(fields.items()):
             if self._cq_fields.get(measurement) == frozenset(names):
                 continue

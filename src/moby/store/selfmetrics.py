@@ -13,12 +13,21 @@ Every ``interval`` seconds the reporter turns the Prometheus registry (the same 
 * ``moby_sensor_status`` (tags ``factory_id``, ``sensor_id``, ``sensor_type``): ``online``
   (1/0, as ``/api/v1/sensors`` says), ``last_seen_age_s`` and ``readings`` — what Grafana's
   fleet panels need, since InfluxDB alone cannot tell a silent sensor from a missing one.
+  Incremental: a sensor gets a point in the report after its online state (or type) changed,
+  and otherwise every ``status_refresh_s`` (30 s; each sensor on its own phase, so a large
+  fleet's refreshes spread over the reports). Gateways get none.
+
+Reporting never holds the event loop for long, whatever the fleet's size: the sensors are
+visited :data:`CHUNK` at a time with a yield to the loop between chunks, and their points
+written :data:`WRITE_LINES` per request as they are made.
 
 Why directly, not through the durable queue: these points describe the queue and the writer,
 so they must not wait behind (or add to) an ingest backlog, and losing a few while InfluxDB is
 away is acceptable for monitoring (Telegraf drops them too). The reporter has its own HTTP
-client with a short timeout and keeps at most ``max_pending_lines`` unsent lines (oldest go
-first), so a slow or absent InfluxDB can neither block ingest nor grow memory. Every field is
+client with a short timeout and keeps at most ``max_pending_lines`` unsent ``moby_internal*``
+lines (oldest go first); a sensor's point that could not be written is simply made again in the
+next report (its state was not marked written), so a slow or absent InfluxDB can neither block
+ingest nor grow memory. Every field is
 a float, so a counter that happens to be whole never clashes with the field's type in a shard.
 All three measurements live in the default (``raw``) policy, so the rollup continuous queries
 pick them up like any sensor measurement and long-range health panels read ``rollup_1m``.
@@ -37,7 +46,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from moby.ingest.lineproto import LineProtocolError, encode_fields, series_key
-from moby.ingest.registry import Registry
+from moby.ingest.registry import Registry, SensorKey, SensorRecord
 from moby.store.influx import InfluxClient, InfluxError
 
 log = structlog.get_logger(__name__)
@@ -45,6 +54,8 @@ log = structlog.get_logger(__name__)
 INTERNAL: Final = "moby_internal"
 REJECTED: Final = "moby_internal_rejected"
 SENSOR_STATUS: Final = "moby_sensor_status"
+CHUNK: Final = 250  # sensors visited between two yields to the event loop (~2.5 ms of work)
+WRITE_LINES: Final = 5000  # lines per write request
 
 # Prometheus sample name → field of moby_internal (labels summed).
 _TOTALS: Final[Mapping[str, str]] = {
@@ -62,6 +73,8 @@ _TOTALS: Final[Mapping[str, str]] = {
     "moby_mqtt_connected": "mqtt_connected",
     "moby_influx_up": "influx_up",
     "moby_sensors": "sensors",
+    "moby_cardinality_rejected_total": "cardinality_rejected",
+    "moby_storage_error": "storage_error",
 }
 # Histogram family → field prefix.
 _HISTOGRAMS: Final[Mapping[str, str]] = {
@@ -80,6 +93,19 @@ def _samples(registry: CollectorRegistry) -> dict[str, list[tuple[Labels, float]
         for s in family.samples:
             out.setdefault(s.name, []).append((tuple(sorted(s.labels.items())), float(s.value)))
     return out
+
+
+def _status_line(record: SensorRecord, online: bool, now_ms: int) -> str | None:
+    tags = {"factory_id": record.factory_id, "sensor_id": record.sensor_id}
+    if record.sensor_type:
+        tags["sensor_type"] = record.sensor_type
+    status = [("online", 1.0 if online else 0.0), ("readings", float(record.readings))]
+    if record.last_seen_ms is not None:
+        status.append(("last_seen_age_s", max(0.0, (now_ms - record.last_seen_ms) / 1000)))
+    try:
+        return f"{series_key(SENSOR_STATUS, tags)} {encode_fields(sorted(status))} {now_ms}"
+    except LineProtocolError:  # IDs passed the contract's pattern; this is belt and braces
+        return None
 
 
 def quantile_from_buckets(buckets: Iterable[tuple[float, float]], q: float) -> float | None:
@@ -106,6 +132,7 @@ class SelfMetricsReporter:
         interval_s: float = 10.0,
         before_collect: Callable[[], None] | None = None,
         max_pending_lines: int = 20_000,
+        status_refresh_s: float = 30.0,
     ) -> None:
         self._registry = registry
         self._sensors = sensors
@@ -115,6 +142,10 @@ class SelfMetricsReporter:
         self._before_collect = before_collect
         self._pending: deque[str] = deque(maxlen=max_pending_lines)
         self._last_hist: dict[str, dict[str, float]] = {}
+        self._refresh_ms = int(status_refresh_s * 1000)
+        # Per sensor: the (online, sensor_type) of its last written point, and when the next one
+        # is due regardless.
+        self._written: dict[SensorKey, tuple[tuple[bool, str | None], int]] = {}
         self._task: asyncio.Task[None] | None = None
         self.reports = 0  # reports InfluxDB confirmed
 
@@ -132,12 +163,61 @@ class SelfMetricsReporter:
         while True:
             await asyncio.sleep(self._interval)
             try:
-                self._pending.extend(self.collect(int(time.time() * 1000)))
-                await self.flush()
+                await self.report(int(time.time() * 1000))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # monitoring must never take the backend down
                 log.warning("self-metrics report failed", error=str(exc)[:200], pending=len(self._pending))
+
+    async def report(self, now_ms: int) -> None:
+        """One report: the sensors' points that are due, then the backend's own."""
+        if self._before_collect is not None:
+            self._before_collect()
+        records = self._sensors.all()  # a snapshot: the registry changes while we yield
+        online = 0
+        lines: list[str] = []
+        states: list[tuple[SensorKey, tuple[bool, str | None]]] = []
+        writable = True
+        for start in range(0, len(records), CHUNK):
+            for record in records[start : start + CHUNK]:
+                if record.gateway:
+                    continue
+                is_online = record.is_online(now_ms)
+                online += is_online
+                key = (record.factory_id, record.sensor_id)
+                state = (is_online, record.sensor_type)
+                written = self._written.get(key)
+                if written is not None and written[0] == state and now_ms < written[1]:
+                    continue
+                line = _status_line(record, is_online, now_ms)
+                if line is not None:
+                    lines.append(line)
+                    states.append((key, state))
+            if len(lines) >= WRITE_LINES:
+                writable = writable and await self._write_status(lines, states, now_ms)
+                lines, states = [], []
+            await asyncio.sleep(0)
+        if lines and writable:
+            await self._write_status(lines, states, now_ms)
+        self._pending.extend(self.collect(now_ms, online))
+        await self.flush()
+
+    async def _write_status(
+        self, lines: list[str], states: list[tuple[SensorKey, tuple[bool, str | None]]], now_ms: int
+    ) -> bool:
+        """Write sensors' points; mark them written (True) or leave them for the next report."""
+        try:
+            await self._client.write(("\n".join(lines) + "\n").encode())
+        except (InfluxError, OSError) as exc:
+            log.info("sensor status points not written; made again next report", error=str(exc)[:200])
+            return False
+        refresh, written = self._refresh_ms, self._written
+        for key, state in states:
+            # A sensor's first refresh comes at a phase of its own, spreading a fleet's
+            # refreshes over the reports instead of all of them in one.
+            due = now_ms + refresh if key in written else now_ms + hash(key) % refresh + 1
+            written[key] = (state, due)
+        return True
 
     async def flush(self) -> None:
         if not self._pending:
@@ -152,10 +232,8 @@ class SelfMetricsReporter:
             self._pending.popleft()
         self.reports += 1
 
-    def collect(self, now_ms: int) -> list[str]:
-        """The line-protocol lines of one report (timestamps in ms)."""
-        if self._before_collect is not None:
-            self._before_collect()
+    def collect(self, now_ms: int, sensors_online: int) -> list[str]:
+        """The ``moby_internal`` and ``moby_internal_rejected`` lines of one report (ms)."""
         samples = _samples(self._registry)
         fields: dict[str, float] = {}
         for name, field in _TOTALS.items():
@@ -165,26 +243,12 @@ class SelfMetricsReporter:
             fields[f"received_{dict(labels).get('kind', 'other')}"] = value
         for family, prefix in _HISTOGRAMS.items():
             fields.update(self._histogram_fields(samples, family, prefix))
-        fields["sensors_online"] = float(sum(1 for r in self._sensors.all() if r.is_online(now_ms)))
+        fields["sensors_online"] = float(sensors_online)
         me = {"client_id": self._client_id}
         lines = [f"{series_key(INTERNAL, me)} {encode_fields(sorted(fields.items()))} {now_ms}"]
         for labels, value in samples.get("moby_messages_rejected_total", []):
             tags = {**me, "reason": dict(labels).get("reason", "unknown")}
             lines.append(f"{series_key(REJECTED, tags)} messages={value!r} {now_ms}")
-        for record in self._sensors.all():
-            tags = {"factory_id": record.factory_id, "sensor_id": record.sensor_id}
-            if record.sensor_type:
-                tags["sensor_type"] = record.sensor_type
-            status = [
-                ("online", 1.0 if record.is_online(now_ms) else 0.0),
-                ("readings", float(record.readings)),
-            ]
-            if record.last_seen_ms is not None:
-                status.append(("last_seen_age_s", max(0.0, (now_ms - record.last_seen_ms) / 1000)))
-            try:
-                lines.append(f"{series_key(SENSOR_STATUS, tags)} {encode_fields(sorted(status))} {now_ms}")
-            except LineProtocolError:  # IDs passed the contract's pattern; this is belt and braces
-                continue
         return lines
 
     def _histogram_fields(
