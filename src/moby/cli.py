@@ -56,8 +56,9 @@ def serve() -> None:
     settings = Settings()
     configure(settings.log_level, settings.log_format)
     _loop_policy()
+    engine = Engine(settings)
     config = uvicorn.Config(
-        create_app(Engine(settings)),
+        create_app(engine),
         host=settings.api_host,
         port=settings.api_port,
         log_level="warning",
@@ -65,7 +66,13 @@ def serve() -> None:
         loop="uvloop",
         timeout_graceful_shutdown=30,
     )
-    asyncio.run(GracefulServer(config).serve())
+    server = GracefulServer(config)
+    asyncio.run(server.serve())
+    # Honest exit codes: 0 only for a clean stop (uvicorn itself returns either way).
+    if not server.started:
+        raise typer.Exit(3)  # did not start (uvicorn logged why)
+    if engine.stop_failed:
+        raise typer.Exit(1)  # a shutdown step or task failed (logged); what was durable stays on disk
 
 
 @app.command()

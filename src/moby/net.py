@@ -29,6 +29,12 @@ class MqttEndpoint:
             password=unquote(parts.password) if parts.password else None,
         )
 
+    @property
+    def display(self) -> str:
+        """The broker as a URL fit for logs: its user, never its password."""
+        user = f"{self.username}@" if self.username else ""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
+
 
 def tls_context(
     ca_file: Path | None, cert_file: Path | None = None, key_file: Path | None = None

@@ -139,14 +139,19 @@ def create_app(engine: Engine, *, manage_engine: bool = True) -> FastAPI:
         "/readyz",
         response_model=Readiness,
         tags=["operations"],
-        summary="Broker and InfluxDB reachable",
+        summary="Broker and InfluxDB reachable, every task running",
         responses={503: {"model": Readiness, "description": "not ready"}},
     )
     async def readyz() -> JSONResponse:
         mqtt = engine.subscriber.connected.is_set()
         influx = await engine.influx_reachable()
+        down = engine.tasks_down()  # supervised tasks that failed and wait for their restart
         body = Readiness(
-            ready=mqtt and influx, mqtt=mqtt, influx=influx, queue_full=not engine.queue.has_room()
+            ready=mqtt and influx and not down,
+            mqtt=mqtt,
+            influx=influx,
+            queue_full=not engine.queue.has_room(),
+            tasks_down=down,
         )
         return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 

@@ -19,6 +19,10 @@ class Readiness(BaseModel):
         "(after an outage this turns true with the writer's next successful retry)"
     )
     queue_full: bool = Field(description="the durable queue is at its byte bound")
+    tasks_down: list[str] = Field(
+        default_factory=list,
+        description="long-running tasks that failed and wait for their restart (not ready meanwhile)",
+    )
 
 
 class Sensor(BaseModel):

@@ -79,8 +79,9 @@ class Writer:
         self._task: asyncio.Task[None] | None = None
         self.healthy = True  # False while writes fail
 
-    def start(self) -> None:
+    def start(self) -> asyncio.Task[None]:
         self._task = asyncio.create_task(self._loop(), name="influx-writer")
+        return self._task
 
     @property
     def unsent_points(self) -> int:
