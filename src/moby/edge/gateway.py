@@ -92,7 +92,7 @@ class Gateway:
             ),
             _ignore,
             self._serve_session,
-            gate=sim.network_up.wait,
+            gate=lambda: sim.network_up.wait(),  # (the simulator makes the event after its gateways)
         )
 
     @property
