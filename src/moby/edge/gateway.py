@@ -68,6 +68,7 @@ class Gateway:
         self.wake = asyncio.Event()
         self.started = time.time()
         self.retry: list[Message] = []  # messages the broker refused, offered again after a backoff
+        self._retry_at = 0.0
         self._refusals = Backoff(0.5, sim.cfg.reconnect_max_s)
         self._refused_code: int | None = None
 
