@@ -365,3 +365,39 @@ def test_edge_whose_telemetry_the_acl_refuses_keeps_the_link_and_loses_nothing(
         stop_and_check_nothing_lost(tmp_path, agent, influxd, db_name)
     finally:
         agent.stop()
+
+
+def test_simulator_whose_telemetry_the_acl_refuses_keeps_it_and_sends_it_after_the_fix(
+    tmp_path, auth_broker, influxd, db_name, backends
+) -> None:
+    from tests.integration.test_simulate import assert_all_stored, simulator, stop, taken
+
+    gateway = [r for r in auth_broker.rules if r.username == "gw"]
+    auth_broker.rules = [
+        r for r in auth_broker.rules if r.username != "gw" or not r.topic.endswith("/telemetry")
+    ]
+    auth_broker.reload()
+    backend = start_backend(
+        backends, tmp_path, auth_broker.url("backend", "backend-secret"), influxd, db_name
+    )
+    wait_until(lambda: readiness(backend)[0] == 200, 30, what="backend ready")
+    sim = simulator(
+        tmp_path, auth_broker.url("gw", "gw-secret"), FACTORY, "--sensors", "4", "--rate", "10"
+    ).start()
+    try:
+        refused = "the broker refused messages"
+        wait_until(lambda: refused in log_of(sim), 20, what="the refusal logged")
+        time.sleep(3 * CEILING_S)  # the simulator's backoff ceiling is 5 s: at least one retry
+        assert log_of(sim).count(refused) == 1
+        assert "lost the broker" not in log_of(sim)
+        assert backend.stored() <= 0
+
+        auth_broker.rules = [r for r in auth_broker.rules if r.username != "gw"] + gateway
+        auth_broker.reload()
+        wait_until(lambda: backend.stored() > 100, 30, what="readings arrive after the fix")
+        summary = stop(sim)
+    finally:
+        sim.stop()
+    nexts, depth = taken(tmp_path, FACTORY, 4)
+    assert depth == 0 == summary["left_in_buffer"] and summary["refused_by_broker"] > 0
+    assert_all_stored(influxd.url, backend.db, FACTORY, nexts)
