@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -102,7 +103,8 @@ def start_backend(started: list[Backend], tmp_path: Path, url: str, influxd: Inf
         mqtt_url=url,
         influx_url=influxd.url,
         db=db,
-        client_id=f"moby-test-refusals-{len(started)}",
+        # the client id is the broker user, as `moby broker` requires (one identity, one session)
+        client_id=urlsplit(url).username or f"moby-test-refusals-{len(started)}",
         extra_env={"MOBY_MQTT_RECONNECT_MAX_S": str(CEILING_S)},
     )
     backend._ready = lambda: http_ready(f"{backend.api}/healthz")  # type: ignore[method-assign]
