@@ -66,13 +66,9 @@ def serve() -> None:
         loop="uvloop",
         timeout_graceful_shutdown=30,
     )
-    server = GracefulServer(config)
-    asyncio.run(server.serve())
-    # Honest exit codes: 0 only for a clean stop (uvicorn itself returns either way).
-    if not server.started:
-        raise typer.Exit(3)  # did not start (uvicorn logged why)
-    if engine.stop_failed:
-        raise typer.Exit(1)  # a shutdown step or task failed (logged); what was durable stays on disk
+    asyncio.run(GracefulServer(config).serve())  # a failed start exits 3 inside uvicorn
+    if engine.stop_failed:  # a shutdown step or a task failed (logged): not a clean stop
+        raise typer.Exit(1)
 
 
 @app.command()
