@@ -86,3 +86,15 @@ def make_backend(tmp_path: Path, db_name: str) -> Iterator[object]:
         asyncio.run(end_session(host, port, cid))
     if os.environ.get("MOBY_TEST_KEEP_LOGS"):
         print(f"backend logs in {tmp_path}")
+
+
+@pytest.fixture
+def unlimited_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A broker without ``max_packet_size`` (Mosquitto's default): it takes messages of any size."""
+    b = Mosquitto(tmp_path / "unlimited-mosquitto", free_port())
+    conf = b.directory / "mosquitto.conf"
+    lines = conf.read_text().splitlines()
+    conf.write_text("\n".join(line for line in lines if not line.startswith("max_packet_size")) + "\n")
+    b.start()
+    yield b
+    b.stop()

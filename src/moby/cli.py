@@ -140,8 +140,9 @@ def serve() -> None:
     check_data_dir(loaded)
     configure(settings.log_level, settings.log_format)
     _loop_policy()
+    engine = Engine(settings)
     try:
-        api = create_app(Engine(settings))
+        api = create_app(engine)
     except AccessConfigError as exc:
         raise ConfigError([str(exc)]) from None
     config = uvicorn.Config(
@@ -153,7 +154,9 @@ def serve() -> None:
         loop="uvloop",
         timeout_graceful_shutdown=30,
     )
-    asyncio.run(GracefulServer(config).serve())
+    asyncio.run(GracefulServer(config).serve())  # a failed start exits 3 inside uvicorn
+    if engine.stop_failed:  # a shutdown step or a task failed (logged): not a clean stop
+        raise typer.Exit(1)
 
 
 @app.command(cls=SettingsHelp)

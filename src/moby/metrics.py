@@ -76,6 +76,19 @@ class Metrics:
         )
         self.mqtt_connected = Gauge("moby_mqtt_connected", "1 while connected to the broker", registry=r)
         self.mqtt_reconnects = Counter("moby_mqtt_reconnects", "Broker reconnections", registry=r)
+        self.mqtt_connect_failures = Counter(
+            "moby_mqtt_connect_failures",
+            "Failed attempts to connect or subscribe, by kind (connect_failed, connect_refused_<code>, "
+            "subscribe_refused_<code>, ...)",
+            ["kind"],
+            registry=r,
+        )
+        self.task_restarts = Counter(
+            "moby_task_restarts",
+            "Long-running tasks restarted after an unexpected exception, by task",
+            ["task"],
+            registry=r,
+        )
         self.influx_up = Gauge("moby_influx_up", "1 when the last InfluxDB contact succeeded", registry=r)
         self.sensors = Gauge("moby_sensors", "Sensors known to the backend", registry=r)
         self.cardinality_rejected = Counter(

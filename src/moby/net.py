@@ -29,6 +29,12 @@ class MqttEndpoint:
             password=unquote(parts.password) if parts.password else None,
         )
 
+    @property
+    def display(self) -> str:
+        """The broker as a URL fit for logs: its user, never its password."""
+        user = f"{self.username}@" if self.username else ""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
+
 
 def connection_identity(username: str, index: int) -> str:
     """The broker identity (username, and so client id) of connection ``index`` of one principal.

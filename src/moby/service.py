@@ -1,13 +1,19 @@
 """The backend process: ingest (MQTT → durable queue) and the InfluxDB writer, wired together.
 
 This is the composition root of ``moby serve``; the HTTP API (:mod:`moby.api`) serves it.
+Every long-running task (subscriber, group commit, writer, bootstrap, re-roll, self-metrics)
+runs under a :class:`~moby.supervisor.Supervisor`: an unexpected exception is logged with the
+task's name, counted in ``moby_task_restarts_total{task}``, and the task restarted after a
+backoff; ``/readyz`` is false while one is down (:meth:`Engine.tasks_down`). A stop that fails
+(a step raising, a task failing while stopping) is recorded in :attr:`Engine.stop_failed`, so
+``moby serve`` exits non-zero.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
+from collections.abc import Awaitable
 
 import structlog
 from pydantic import SecretStr
@@ -25,6 +31,7 @@ from moby.store.bootstrap import Bootstrap, InfluxUser
 from moby.store.influx import InfluxClient, InfluxError, RetryableError
 from moby.store.selfmetrics import SelfMetricsReporter
 from moby.store.writer import Writer
+from moby.supervisor import Supervisor
 
 log = structlog.get_logger(__name__)
 
@@ -90,8 +97,9 @@ class Engine:
         self.bootstrap_outage = Outage("InfluxDB bootstrap", s.influx_url, logger=log)
         self.self_metrics: SelfMetricsReporter | None = None
         self._bootstrapped = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self.supervisor = Supervisor(on_restart=lambda task: self.metrics.task_restarts.labels(task).inc())
         self._influx_ok = (0.0, False)
+        self.stop_failed = False
 
     async def start(self) -> None:
         s = self.settings
@@ -136,12 +144,13 @@ class Engine:
         self.subscriber = Subscriber(s, self.processor, self.committer, self.metrics)
         self.metrics.queue_points.set(self.queue.depth_points)
         self.metrics.queue_bytes.set(self.queue.depth_bytes)
-        self.committer.start()
-        self._tasks.append(asyncio.create_task(self._bootstrap_loop(), name="influx-bootstrap"))
+        sup = self.supervisor
+        sup.watch("committer", self.committer.start)
+        sup.run("bootstrap", self._bootstrap_loop)
         if s.rollup_reroll_hours:
-            self._tasks.append(asyncio.create_task(self._reroll_loop(), name="rollup-reroll"))
-        self.writer.start()
-        self.subscriber.start()
+            sup.run("reroll", self._reroll_loop)
+        sup.watch("writer", self.writer.start)
+        sup.watch("subscriber", self.subscriber.start)
         if s.internal_metrics_interval_s > 0:
             # A client of its own with a short timeout: a slow InfluxDB delays only this report.
             own_client = InfluxClient(
@@ -159,7 +168,7 @@ class Engine:
                 interval_s=s.internal_metrics_interval_s,
                 before_collect=self.subscriber.flush_counts,
             )
-            self.self_metrics.start()
+            sup.watch("self-metrics", self.self_metrics.start)
         log.info(
             "engine started",
             queued_points=self.queue.depth_points,
@@ -212,19 +221,50 @@ class Engine:
             self._influx_ok = (time.monotonic(), ok)
         return ok and self.writer.healthy
 
+    def tasks_down(self) -> list[str]:
+        """The supervised tasks that failed and wait for their restart (readiness is false meanwhile)."""
+        return self.supervisor.down
+
     async def stop(self, flush_timeout_s: float = 10.0) -> None:
-        """Stop taking messages, make pending ones durable, flush the queue if InfluxDB is up."""
-        await self.subscriber.stop()
+        """Stop taking messages, make pending ones durable, flush the queue if InfluxDB is up.
+
+        Each step runs even if an earlier one failed; a failure is logged and sets
+        :attr:`stop_failed` (``moby serve`` then exits non-zero). Rows still queued because
+        InfluxDB did not take them in time are not a failure: they are on disk for the next start.
+        """
+        self.supervisor.stopping()
+        errors: list[BaseException] = []
+
+        async def step(what: str, action: Awaitable[object]) -> object:
+            try:
+                return await action
+            except Exception as exc:
+                errors.append(exc)
+                log.error("stopping failed", step=what, error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+                return None
+
+        await step("disconnect from the broker", self.subscriber.stop())
         if self.self_metrics is not None:
-            await self.self_metrics.stop()
-        await self.committer.close()
-        flushed = await self.writer.stop(flush_timeout_s)
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await self.queue.close()
-        await self.influx.close()
+            await step("stop the self-metrics", self.self_metrics.stop())
+        await step("commit what was received", self.committer.close())
+        flushed = await step("flush the queue to InfluxDB", self.writer.stop(flush_timeout_s))
+        for task, exc in await self.supervisor.close():
+            if not any(exc is seen for seen in errors):
+                errors.append(exc)
+                log.error(
+                    "a task failed while stopping",
+                    task=task,
+                    error=f"{type(exc).__name__}: {exc}",
+                    exc_info=exc,
+                )
+        await step("close the queue", self.queue.close())
+        await step("close the InfluxDB client", self.influx.close())
         if self.influx_admin is not None:
-            await self.influx_admin.close()
-        log.info("engine stopped", flushed=flushed, left_in_queue=self.queue.depth_points)
+            await step("close the InfluxDB admin client", self.influx_admin.close())
+        self.stop_failed = bool(errors)
+        log.info(
+            "engine stopped",
+            flushed=flushed,
+            left_in_queue=self.queue.depth_points,
+            failed=len(errors) or None,
+        )

@@ -278,3 +278,37 @@ def _write_ok(req: urllib.request.Request) -> bool:
             return bool(r.status == 204)
     except OSError:
         return False
+
+
+def test_an_oversized_message_on_a_broker_without_a_packet_limit_does_not_stall_ingest(
+    unlimited_broker, influxd, make_backend, tmp_path
+) -> None:
+    """5 MiB on a broker without max_packet_size, then good data: the good data is stored, the big
+    message is a dead letter or dropped by the broker for us (we announced our Maximum Packet
+    Size), and the backend never loops reconnecting over it, not even after a restart."""
+    backend = make_backend(unlimited_broker, influxd)
+    now = int(time.time() * 1000)
+    big = tmp_path / "big.json"
+    big.write_bytes(b'{"schema":"moby.telemetry.v1","pad":"' + b"x" * (5 * 1024 * 1024) + b'"}')
+    subprocess.run(
+        ["mosquitto_pub", "-p", str(unlimited_broker.port), "-q", "1", "-t", "moby/f1/big/telemetry",
+         "-f", str(big), "-V", "mqttv5"],
+        check=True, timeout=60,
+    )  # fmt: skip
+    mosquitto_pub_lines(
+        unlimited_broker.port, "moby/f1/s1/telemetry", [telemetry(i, now - 1000 + i) for i in range(100)]
+    )
+    wait_until(lambda: backend.stored() == 100, 30, what="the good data after the big message")
+    dead = [i for i in backend.get("/api/v1/dlq")["items"] if i["topic"] == "moby/f1/big/telemetry"]
+    broker_log = (unlimited_broker.directory / "mosquitto.log").read_text()
+    dropped_for_us = "Dropping too large outgoing PUBLISH for moby-test-" in broker_log
+    assert [i["reason"] for i in dead] == ["too_large"] or dropped_for_us, broker_log[-2000:]
+    assert backend.metric("moby_mqtt_reconnects_total") == 0
+    assert http_json(backend.api + "/readyz")[0] == 200
+    backend.stop()
+    restarted = make_backend(unlimited_broker, influxd)  # same session: nothing is redelivered for ever
+    mosquitto_pub_lines(
+        unlimited_broker.port, "moby/f1/s1/telemetry", [telemetry(i, now - 1000 + i) for i in range(100, 150)]
+    )
+    wait_until(lambda: restarted.stored() == 150, 30, what="ingest goes on after a restart")
+    assert restarted.metric("moby_mqtt_reconnects_total") == 0

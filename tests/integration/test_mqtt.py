@@ -1,8 +1,11 @@
-"""moby.mqtt against a real Mosquitto: QoS 1 both ways, batched acks, Last Will, lost connections."""
+"""moby.mqtt against a real Mosquitto: QoS 1 both ways, batched acks, Last Will, lost connections,
+and messages over the maximum packet size."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+from pathlib import Path
 
 import pytest
 import uvloop
@@ -85,7 +88,7 @@ def test_a_backlog_is_read_a_chunk_per_loop_turn(
 
     Run twice: as shipped, and with the yielding turned off to show the test can tell."""
     if turn_bytes is None:
-        monkeypatch.setattr(mqtt, "TURN_BYTES", 2**62)
+        monkeypatch.setattr(mqtt.connection, "TURN_BYTES", 2**62)
     client_id = f"t-backlog-{turn_bytes}"
 
     async def scenario() -> list[int]:
@@ -134,3 +137,82 @@ def test_a_backlog_is_read_a_chunk_per_loop_turn(
         # a turn handles ~32 KiB, two of these 20 kB messages (a read and a continuation may share
         # one loop iteration)
         assert longest_run <= 4
+
+
+def publish_file(port: int, topic: str, payload: bytes, tmp_path: Path) -> None:
+    path = tmp_path / "payload.bin"
+    path.write_bytes(payload)
+    subprocess.run(
+        ["mosquitto_pub", "-p", str(port), "-q", "1", "-t", topic, "-f", str(path), "-V", "mqttv5"],
+        check=True,
+        timeout=60,
+    )
+
+
+async def test_an_oversized_message_from_a_broker_that_ignores_our_limit_is_read_past(
+    unlimited_broker: Mosquitto, tmp_path: Path
+) -> None:
+    """Played here by not announcing the limit: the 5 MiB message comes, and is read past."""
+    limit = 1024 * 1024
+    got: list[bytes] = []
+    oversized: list[mqtt.Oversized] = []
+
+    def on_publish(conn: MqttConnection, topic: str, payload: bytes, qos: int, mid: int) -> None:
+        got.append(payload)
+        conn.ack([mid])
+
+    def on_oversized(conn: MqttConnection, message: mqtt.Oversized) -> None:
+        oversized.append(message)
+        conn.ack([message.packet_id])
+
+    options = SessionOptions("t-big", maximum_packet_size=limit, announce_maximum_packet_size=False)
+    sub, _ = await open_connection(
+        "127.0.0.1", unlimited_broker.port, options, on_publish, on_oversized=on_oversized
+    )
+    await subscribe(sub, ["big/#"])
+    big = b"{" + b"x" * (5 * 1024 * 1024) + b"}"
+    await asyncio.to_thread(publish_file, unlimited_broker.port, "big/one", big, tmp_path)
+    await asyncio.to_thread(publish_file, unlimited_broker.port, "big/two", b"small", tmp_path)
+    for _ in range(200):
+        if got:
+            break
+        await asyncio.sleep(0.05)
+    assert got == [b"small"] and sub.open
+    assert [(m.topic, m.payload_head[:3], m.size > len(big)) for m in oversized] == [
+        ("big/one", b"{xx", True)
+    ]
+    assert len(sub._buffer) < limit
+    await sub.disconnect()
+    # acknowledged: the persistent session does not hand it out again
+    again, present = await open_connection(
+        "127.0.0.1", unlimited_broker.port, options, on_publish, on_oversized=on_oversized
+    )
+    await asyncio.sleep(1)
+    assert present and len(oversized) == 1 and got == [b"small"]
+    await again.disconnect()
+
+
+async def test_the_announced_maximum_packet_size_keeps_big_messages_away(
+    unlimited_broker: Mosquitto, tmp_path: Path
+) -> None:
+    got: list[bytes] = []
+    oversized: list[mqtt.Oversized] = []
+    options = SessionOptions("t-big-announced", maximum_packet_size=1024 * 1024)
+    sub, _ = await open_connection(
+        "127.0.0.1",
+        unlimited_broker.port,
+        options,
+        lambda c, t, p, q, mid: (got.append(p), c.ack([mid])),
+        on_oversized=lambda c, m: oversized.append(m),
+    )
+    await subscribe(sub, ["big/#"])
+    await asyncio.to_thread(
+        publish_file, unlimited_broker.port, "big/one", b"x" * (5 * 1024 * 1024), tmp_path
+    )
+    await asyncio.to_thread(publish_file, unlimited_broker.port, "big/two", b"small", tmp_path)
+    for _ in range(200):
+        if got:
+            break
+        await asyncio.sleep(0.05)
+    assert got == [b"small"] and oversized == [] and sub.open  # the broker dropped it for us
+    await sub.disconnect()

@@ -173,13 +173,14 @@ def create_app(engine: Engine, *, manage_engine: bool = True) -> FastAPI:
         "/readyz",
         response_model=Readiness,
         tags=["operations"],
-        summary="Broker and InfluxDB reachable",
+        summary="Broker and InfluxDB reachable, every task running",
         responses={503: {"model": Readiness, "description": "not ready"}},
     )
     async def readyz() -> JSONResponse:
         mqtt = engine.subscriber.connected.is_set()
         influx = await engine.influx_reachable()
         storage_error = engine.committer.storage_error
+        down = engine.tasks_down()  # supervised tasks that failed and wait for their restart
         reasons = []
         if not mqtt:
             reasons.append("not connected to the broker")
@@ -187,12 +188,15 @@ def create_app(engine: Engine, *, manage_engine: bool = True) -> FastAPI:
             reasons.append("InfluxDB is unreachable or refusing writes")
         if storage_error is not None:
             reasons.append(f"the data dir refuses writes ({storage_error}); nothing is acknowledged")
+        if down:
+            reasons.append(f"tasks down, waiting for their restart: {', '.join(down)}")
         body = Readiness(
             ready=not reasons,
             mqtt=mqtt,
             influx=influx,
             queue_full=not engine.queue.has_room(),
             storage=storage_error is None,
+            tasks_down=down,
             reasons=reasons,
         )
         return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)

@@ -27,6 +27,10 @@ class Readiness(BaseModel):
     reasons: list[str] = Field(
         default_factory=list, description="why the backend is not ready, one line per cause"
     )
+    tasks_down: list[str] = Field(
+        default_factory=list,
+        description="long-running tasks that failed and wait for their restart (not ready meanwhile)",
+    )
 
 
 class Sensor(BaseModel):

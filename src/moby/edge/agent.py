@@ -14,7 +14,13 @@ broker's ACL lets a sensor publish only under its own topics.
 * Status: a retained birth on connect (metadata, units, interval), the Last Will ``{"online": false}``
   retained, and an explicit offline status on a clean stop. Health every ``health_every_s``.
 * Commands: each link subscribes to its own ``cmd`` topic at QoS 2 (set_interval, birth, ping).
-* Brokers: several URLs; a lost connection moves to the next one, with backoff and jitter.
+* Brokers: several URLs; a lost connection moves to the next one, with backoff and jitter, for
+  ever (:class:`moby.mqtt.MqttSession`: a refused CONNECT or SUBSCRIBE is retried like an
+  unreachable broker, logged once per state change with a hint).
+* A message the broker refuses (PUBACK >= 0x80, e.g. 0x87 when the ACL denies the topic) does not
+  end the link: its readings stay in the buffer, the refusal is counted in the health report's
+  ``errors.puback_refused`` and logged once, and the same readings are offered again after a
+  backoff (the reconnect backoff's steps), so the stream keeps its order and loses nothing.
 """
 
 from __future__ import annotations
@@ -43,13 +49,14 @@ from moby.edge.features import MachineClass
 from moby.edge.messages import (
     WILL_PAYLOAD,
     birth_payload,
-    connect_with_failover,
     health_payload,
     offline_payload,
 )
-from moby.mqtt import MqttConnection, SessionOptions, keepalive, subscribe
+from moby.mqtt import MqttConnection, MqttSession, PublishRefused, SessionOptions, SessionPlan
+from moby.mqtt.errors import hint
 from moby.net import Backoff, MqttEndpoint, tls_context
 from moby.schema import ID_PATTERN, MAX_READINGS, Topic, TopicKind
+from moby.supervisor import Supervisor
 
 log = structlog.get_logger(__name__)
 
@@ -133,13 +140,50 @@ class SensorLink:
         self.topics = {k: str(Topic(agent.cfg.factory_id, cfg.sensor_id, k)) for k in TopicKind}
         self.new_data = asyncio.Event()
         self.started = time.time()
-        self.reconnects = 0
         self.errors: dict[str, int] = {}
-        self.conn: MqttConnection | None = None
         self.ssl_context = agent.ssl_context
         if cfg.cert_file is not None and agent.cfg.tls_needed:
             self.ssl_context = tls_context(agent.cfg.ca_file, cfg.cert_file, cfg.key_file)
         self._logged_counters: dict[str, int] = {}
+        client_id = f"moby-edge-{agent.cfg.factory_id}-{cfg.sensor_id}"
+        status = TopicKind.STATUS
+        will = (self.topics[status], WILL_PAYLOAD, status.qos, status.retain)
+
+        def options(endpoint: MqttEndpoint) -> SessionOptions:
+            return SessionOptions(
+                client_id=client_id,
+                username=endpoint.username,
+                password=endpoint.password,
+                clean_start=True,  # the buffer, not the broker session, holds what is unsent
+                session_expiry_s=0,
+                will=will,
+            )
+
+        self.session = MqttSession(
+            SessionPlan(
+                brokers=[MqttEndpoint.parse(url) for url in agent.cfg.brokers],
+                options=options,
+                subscriptions=[self.topics[TopicKind.CMD]],
+                subscribe_qos=TopicKind.CMD.qos,
+                ssl_context=self.ssl_context,
+                reconnect_max_s=agent.cfg.reconnect_max_s,
+                client=f"sensor {cfg.sensor_id}",
+                source="the agent configuration's brokers",
+            ),
+            self._on_command,
+            self._serve,
+        )
+        # Messages the broker refused: offered again after this backoff; logged once per change.
+        self._refusals = Backoff(0.5, agent.cfg.reconnect_max_s)
+        self._refused: dict[TopicKind, int] = {}  # channel -> reason code, while it is refused
+
+    @property
+    def conn(self) -> MqttConnection | None:
+        return self.session.conn
+
+    @property
+    def reconnects(self) -> int:
+        return self.session.reconnects
 
     # -- sampling ------------------------------------------------------------------------------
     async def sample_forever(self) -> None:
@@ -190,94 +234,109 @@ class SensorLink:
         )
 
     async def publish_forever(self) -> None:
-        backoff = Backoff(0.5, self.agent.cfg.reconnect_max_s)
-        brokers = [MqttEndpoint.parse(url) for url in self.agent.cfg.brokers]
-        client_id = f"moby-edge-{self.agent.cfg.factory_id}-{self.cfg.sensor_id}"
+        """The link's MQTT session: connect, subscribe to ``cmd``, birth, drain; reconnect for ever."""
+        await self.session.run()
 
-        def options(endpoint: MqttEndpoint) -> SessionOptions:
-            return SessionOptions(
-                client_id=client_id,
-                username=endpoint.username,
-                password=endpoint.password,
-                clean_start=True,  # the buffer, not the broker session, holds what is unsent
-                session_expiry_s=0,
-                will=(
-                    self.topics[TopicKind.STATUS],
-                    WILL_PAYLOAD,
-                    TopicKind.STATUS.qos,
-                    TopicKind.STATUS.retain,
-                ),
-            )
-
-        while True:
-            conn = await connect_with_failover(
-                brokers,
-                options,
-                self._on_command,
-                backoff=backoff,
-                ssl_context=self.ssl_context,
-                who=self.cfg.sensor_id,
-            )
-            self.conn = conn
-            pinger = asyncio.create_task(keepalive(conn, SessionOptions.keepalive_s))
-            try:
-                await subscribe(conn, [self.topics[TopicKind.CMD]], qos=TopicKind.CMD.qos)
-                await _publish(conn, TopicKind.STATUS, self.topics, self._birth())
-                await self._drain(conn)
-            except (ConnectionError, TimeoutError) as exc:
-                log.info("link lost", sensor=self.cfg.sensor_id, error=str(exc) or type(exc).__name__)
-            finally:
-                pinger.cancel()
-                conn.abort()
-                self.conn = None
-            self.reconnects += 1
-            await asyncio.sleep(backoff.next())
+    async def _serve(self, conn: MqttConnection, session_present: bool) -> None:
+        await self._drain(conn)
 
     async def _drain(self, conn: MqttConnection) -> None:
-        """Send live readings first, replay the backlog at a bounded rate, until the link drops."""
+        """Birth, then live readings first and the backlog at a bounded rate, until the link drops.
+
+        A refused message (:class:`PublishRefused`) leaves its readings in the buffer; the cursors
+        do not move past them, so they are offered again, in order, once the backoff has passed.
+        """
         buffer, loop = self.agent.buffer, asyncio.get_running_loop()
         sensor_type = self.driver.sensor_type
         boundary = await loop.run_in_executor(None, buffer.last_id, self.key)  # older = backlog
         live_after, backlog_after = boundary, 0
         replay_budget, budget_at = 0.0, time.monotonic()
         next_health = 0.0
+        birth_at = 0.0  # when the birth is (re)sent; inf once the broker took it
+        retry_at = 0.0  # readings the broker refused wait until then
         while not conn.closed.done():
-            if time.monotonic() >= next_health:
-                await _publish(conn, TopicKind.HEALTH, self.topics, self._health())
-                next_health = time.monotonic() + self.agent.cfg.health_every_s
-            sent = False
-            live = await loop.run_in_executor(
-                None, partial(buffer.pending, self.key, MAX_READINGS, after_id=live_after)
-            )
-            if live:
-                await self._send(conn, sensor_type, live)
-                live_after = live[-1].id
-                sent = True
-            rate = self.agent.cfg.replay_rate
             now = time.monotonic()
-            replay_budget = min(replay_budget + (now - budget_at) * rate, 1000.0)
-            budget_at = now
-            if backlog_after < boundary and replay_budget >= 1:
-                limit = int(min(replay_budget, 1000))
-                rows = await loop.run_in_executor(
-                    None, partial(buffer.pending, self.key, limit, after_id=backlog_after)
+            if now >= birth_at:
+                try:
+                    await _publish(conn, TopicKind.STATUS, self.topics, self._birth())
+                    self._accepted(TopicKind.STATUS)
+                    birth_at = float("inf")
+                except PublishRefused as exc:
+                    birth_at = time.monotonic() + self._refused_by_broker(TopicKind.STATUS, exc)
+            if now >= next_health:
+                await _publish(conn, TopicKind.HEALTH, self.topics, self._health())
+                next_health = now + self.agent.cfg.health_every_s
+            if now < retry_at:
+                wake = min(retry_at, birth_at, next_health)
+                await asyncio.wait({conn.closed}, timeout=max(0.0, wake - time.monotonic()))
+                continue
+            sent = False
+            try:
+                live = await loop.run_in_executor(
+                    None, partial(buffer.pending, self.key, MAX_READINGS, after_id=live_after)
                 )
-                rows = [r for r in rows if r.id <= boundary]
-                if rows:
-                    await self._send(conn, sensor_type, rows)
-                    backlog_after = rows[-1].id
-                    replay_budget -= len(rows)
+                if live:
+                    await self._send(conn, sensor_type, live)
+                    live_after = live[-1].id
                     sent = True
-                else:
-                    backlog_after = boundary
+                rate = self.agent.cfg.replay_rate
+                now = time.monotonic()
+                replay_budget = min(replay_budget + (now - budget_at) * rate, 1000.0)
+                budget_at = now
+                if backlog_after < boundary and replay_budget >= 1:
+                    limit = int(min(replay_budget, 1000))
+                    rows = await loop.run_in_executor(
+                        None, partial(buffer.pending, self.key, limit, after_id=backlog_after)
+                    )
+                    rows = [r for r in rows if r.id <= boundary]
+                    if rows:
+                        await self._send(conn, sensor_type, rows)
+                        backlog_after = rows[-1].id
+                        replay_budget -= len(rows)
+                        sent = True
+                    else:
+                        backlog_after = boundary
+            except PublishRefused as exc:
+                retry_at = time.monotonic() + self._refused_by_broker(TopicKind.TELEMETRY, exc)
+                continue
             if not sent:
                 self.new_data.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.new_data.wait(), 1.0)
+                    await asyncio.wait_for(self.new_data.wait(), min(1.0, max(0.0, birth_at - now)))
+
+    def _refused_by_broker(self, kind: TopicKind, exc: PublishRefused) -> float:
+        """Count a refused message, log it if the refusal is new, and return the delay before the retry."""
+        self.errors["puback_refused"] = self.errors.get("puback_refused", 0) + 1
+        delay = self._refusals.next()
+        if self._refused.get(kind) != exc.code:
+            self._refused[kind] = exc.code
+            endpoint = self.session.endpoint
+            log.error(
+                "the broker refused a message; its readings stay in the buffer and are offered again",
+                sensor=self.cfg.sensor_id,
+                topic=exc.topic,
+                code=f"0x{exc.code:02X}",
+                reason=exc.reason,
+                hint=hint(exc, user=endpoint.username if endpoint else None, source=self.session.plan.source),
+                retrying=f"with backoff up to {self.agent.cfg.reconnect_max_s:g} s, quiet until this changes",
+            )
+        return delay
+
+    def _accepted(self, kind: TopicKind) -> None:
+        if self._refused.pop(kind, None) is not None:
+            log.info(
+                "the broker accepts the sensor's messages again",
+                sensor=self.cfg.sensor_id,
+                channel=kind.value,
+            )
+            if not self._refused:
+                self._refusals.reset()
 
     async def _send(self, conn: MqttConnection, sensor_type: str, rows: list[Any]) -> None:
+        """Publish one message of these rows and delete them once the broker's PUBACK accepted it."""
         payload = single_payload(sensor_type, rows[0]) if len(rows) == 1 else batch_payload(sensor_type, rows)
         await _publish(conn, TopicKind.TELEMETRY, self.topics, payload)
+        self._accepted(TopicKind.TELEMETRY)
         await asyncio.get_running_loop().run_in_executor(None, self.agent.buffer.ack, [r.id for r in rows])
 
     # -- commands (QoS 2 on moby/<factory>/<sensor>/cmd) ------------------------------------------
@@ -347,9 +406,12 @@ class EdgeAgent:
         self.links = [SensorLink(self, s, make_driver(s)) for s in cfg.sensors]
 
     async def run(self, stop: asyncio.Event, drain_timeout_s: float = 10.0) -> None:
-        samplers = [asyncio.create_task(link.sample_forever()) for link in self.links]
-        publishers = [asyncio.create_task(link.publish_forever()) for link in self.links]
-        expiry = asyncio.create_task(self._expire_forever())
+        # Supervised: a bug that ends a loop is logged and the loop restarted, never a silent death.
+        samplers, publishers = Supervisor(), Supervisor()
+        for link in self.links:
+            samplers.run(f"sample {link.cfg.sensor_id}", link.sample_forever)
+            publishers.run(f"link {link.cfg.sensor_id}", link.publish_forever)
+        samplers.run("expire", self._expire_forever)
         log.info(
             "edge agent started",
             factory=self.cfg.factory_id,
@@ -360,16 +422,12 @@ class EdgeAgent:
             await stop.wait()
         finally:
             # Stop sampling, give the links a bounded time to send what is buffered, then go.
-            for task in (*samplers, expiry):
-                task.cancel()
-            await asyncio.gather(*samplers, expiry, return_exceptions=True)
+            await samplers.close()
             deadline = time.monotonic() + drain_timeout_s
             # polled: acks land from executor threads, and a 50 ms poll for a few seconds is cheap
             while self.buffer.depth() and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
-            for task in publishers:
-                task.cancel()
-            await asyncio.gather(*publishers, return_exceptions=True)
+            await publishers.close()
             await asyncio.gather(*(link.say_offline() for link in self.links), return_exceptions=True)
             log.info("edge agent stopped", backlog=self.buffer.depth(), counters=self.buffer.counters())
             self.buffer.close()

@@ -10,6 +10,14 @@ a sensor continues exactly after its last committed reading, a ``seq`` is never 
 and only a reset of the file sends it back down (the contract reads that as "the store was reset").
 A sensor's first ``seq`` is 0.
 
+Timestamps. A sensor's readings get strictly increasing ``ts``: one whose clock reading is not
+after the sensor's previous one (two samples in the same millisecond when a late sampler
+catches up, a clock slewed back) is stored at the previous ``ts`` + 1 ms. In InfluxDB a point
+*is* its series and timestamp, so two readings of one sensor in the same millisecond would be
+one point: the later one's values, ``seq`` included, would silently replace the earlier one's,
+a reading acknowledged and deleted here but missing downstream. (Across a restart only the
+readings still buffered are known; a restart takes far longer than a millisecond.)
+
 The agent's loop: :meth:`EdgeBuffer.append` (or :meth:`~EdgeBuffer.append_many`) a reading and
 publish it only after the call returned (it is committed then); :meth:`~EdgeBuffer.pending` gives
 a sensor's backlog oldest-first, already cut to fit one batch message (:func:`batch_payload`);
@@ -237,12 +245,15 @@ class EdgeBuffer:
         self._depth: dict[str, int] = {}
         self._size = 0
         self._next_seq: dict[str, int] = dict(conn.execute("SELECT sensor_key, next_seq FROM sequences"))
-        for key, count, body_bytes, max_seq in conn.execute(
-            "SELECT sensor_key, count(*), sum(length(body)), max(seq) FROM readings GROUP BY sensor_key"
+        self._last_ts: dict[str, int] = {}  # each sensor's newest ts: the next one must be later
+        for key, count, body_bytes, max_seq, max_ts in conn.execute(
+            "SELECT sensor_key, count(*), sum(length(body)), max(seq), max(ts_ms) FROM readings "
+            "GROUP BY sensor_key"
         ):
             self._depth[key] = count
             self._size += body_bytes + count * (len(key) + ROW_OVERHEAD)
             self._next_seq[key] = max(self._next_seq.get(key, 0), max_seq + 1)
+            self._last_ts[key] = max_ts
         self._counters = dict.fromkeys(COUNTERS, 0)
         self._counters.update(conn.execute("SELECT name, value FROM counters"))
         self._unsaved: Counter[str] = Counter()  # counts not yet written (refusals need no transaction)
@@ -331,6 +342,7 @@ class EdgeBuffer:
             seqs: list[int | None] = []
             rows: list[tuple[str, int, int, bytes]] = []
             advanced: dict[str, int] = {}
+            stamped: dict[str, int] = {}
             added = 0
             for key, ts, values, tail in checked:
                 seq = advanced.get(key)
@@ -339,6 +351,9 @@ class EdgeBuffer:
                     if seq is None:
                         split_sensor_key(key)
                         seq = 0
+                last_ts = stamped.get(key, self._last_ts.get(key, -1))
+                if ts <= last_ts:
+                    ts = last_ts + 1  # one point per reading downstream (see the module's docstring)
                 body = _BODY % (ts, seq, values, tail)
                 size = len(body) + len(key) + ROW_OVERHEAD
                 if refuse and size > room:
@@ -347,6 +362,7 @@ class EdgeBuffer:
                 room -= size
                 added += size
                 advanced[key] = seq + 1
+                stamped[key] = ts
                 rows.append((key, seq, ts, body))
                 seqs.append(seq)
             refused = len(checked) - len(rows)
@@ -376,6 +392,7 @@ class EdgeBuffer:
                 self._counters["refused_disk"] += len(checked)
                 return [None] * len(checked)
             self._next_seq.update(advanced)
+            self._last_ts.update(stamped)
             self._size += added
             for key, _, _, _ in rows:
                 self._depth[key] = self._depth.get(key, 0) + 1

@@ -3,8 +3,10 @@
 Births on connect (the gateway's own, with the Last Will on its status topic, then its sensors'),
 then rounds until the link drops: every sensor's new (live) readings, one message per sensor,
 plus a rate-limited share of the backlog in storage order; the round's PUBACKs awaited (within
-the broker's receive maximum) and its rows deleted from the buffer in one statement. See
-:mod:`moby.edge.simulate` for the whole design.
+the broker's receive maximum) and its rows deleted from the buffer in one statement. A message
+the broker refuses (PUBACK >= 0x80) keeps its rows in the buffer and is offered again after a
+backoff. The connection is :class:`moby.mqtt.MqttSession`'s (reconnects with backoff for ever).
+See :mod:`moby.edge.simulate` for the whole design.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ import structlog
 from moby import __version__
 from moby.edge.buffer import BATCH_BODY_BUDGET, BufferedReading
 from moby.edge.fleet import VirtualSensor
-from moby.edge.messages import WILL_PAYLOAD, birth_payload, connect_with_failover, offline_payload
-from moby.mqtt import MqttConnection, MqttError, SessionOptions, keepalive
+from moby.edge.messages import WILL_PAYLOAD, birth_payload, offline_payload
+from moby.mqtt import MqttConnection, MqttSession, PublishRefused, SessionOptions, SessionPlan
+from moby.mqtt.errors import hint
 from moby.net import Backoff, MqttEndpoint, connection_identity
 from moby.schema import MAX_READINGS, Topic, TopicKind
 
@@ -64,14 +67,11 @@ class Gateway:
         self.status_topic = str(Topic(sim.cfg.factory_id, self.gateway_id, TopicKind.STATUS))
         self.live: deque[BufferedReading] | None = None  # None: not accepting live rows
         self.wake = asyncio.Event()
-        self.conn: MqttConnection | None = None
-        self.reconnects = 0
         self.started = time.time()
-
-    async def run_forever(self) -> None:
-        sim = self.sim
-        backoff = Backoff(0.5, sim.cfg.reconnect_max_s)
-        brokers = [MqttEndpoint.parse(url) for url in sim.cfg.brokers]
+        self.retry: list[Message] = []  # messages the broker refused, offered again after a backoff
+        self._retry_at = 0.0
+        self._refusals = Backoff(0.5, sim.cfg.reconnect_max_s)
+        self._refused_code: int | None = None
 
         def options(endpoint: MqttEndpoint) -> SessionOptions:
             # With a user, each connection is an identity of its own (the broker makes the
@@ -86,35 +86,44 @@ class Gateway:
                 will=(self.status_topic, WILL_PAYLOAD, 1, True),
             )
 
-        while not sim.closing:
-            await sim.network_up.wait()
-            conn = await connect_with_failover(
-                brokers,
-                options,
-                _ignore,
-                backoff=backoff,
+        self.session = MqttSession(
+            SessionPlan(
+                brokers=[MqttEndpoint.parse(url) for url in sim.cfg.brokers],
+                options=options,
                 ssl_context=sim.cfg.ssl_context,
-                who=self.gateway_id,
-            )
-            if sim.closing or not sim.network_up.is_set():
-                conn.abort()
-                continue
-            self.conn = conn
-            pinger = asyncio.create_task(keepalive(conn, SessionOptions.keepalive_s))
-            try:
-                await self._serve(conn)
-            except (ConnectionError, TimeoutError, MqttError) as exc:
-                log.info("gateway link lost", gateway=self.gateway_id, error=str(exc) or type(exc).__name__)
-            finally:
-                pinger.cancel()
-                self.live = None
-                if not sim.closing:
-                    conn.abort()
-                    self.conn = None
-            if sim.closing:
-                return
-            self.reconnects += 1
-            await asyncio.sleep(backoff.next())
+                reconnect_max_s=sim.cfg.reconnect_max_s,
+                client=f"gateway {self.gateway_id}",
+                source="MOBY_MQTT_URL",
+            ),
+            _ignore,
+            self._serve_session,
+            gate=lambda: sim.network_up.wait(),  # (the simulator makes the event after its gateways)
+        )
+
+    @property
+    def conn(self) -> MqttConnection | None:
+        return self.session.conn
+
+    @property
+    def reconnects(self) -> int:
+        return self.session.reconnects
+
+    async def run_forever(self) -> None:
+        """Until the simulator closes; the connection is then left open for :meth:`say_offline`."""
+        await self.session.run()
+
+    async def _serve_session(self, conn: MqttConnection, session_present: bool) -> None:
+        sim = self.sim
+        if not sim.network_up.is_set():  # cut while we connected
+            conn.abort(ConnectionError("network cut (simulated)"))
+            return
+        if sim.closing:
+            return
+        try:
+            await self._serve(conn)
+        finally:
+            self.live = None
+            self.retry = []  # their rows are backlog for the next connection
 
     async def _publish_all(self, conn: MqttConnection, messages: list[tuple[str, bytes, bool]]) -> None:
         window = max(1, conn.receive_maximum)
@@ -122,7 +131,11 @@ class Gateway:
             futures = [
                 conn.publish(t, p, qos=TopicKind.STATUS.qos, retain=r) for t, p, r in messages[i : i + window]
             ]
-            await asyncio.gather(*futures)
+            for result in await asyncio.gather(*futures, return_exceptions=True):
+                if isinstance(result, PublishRefused):
+                    self._refused(result)  # logged; statuses go again with the next connection
+                elif isinstance(result, BaseException):
+                    raise result
 
     async def _serve(self, conn: MqttConnection) -> None:
         sim, buffer, loop = self.sim, self.sim.buffer, asyncio.get_running_loop()
@@ -135,6 +148,7 @@ class Gateway:
         # From here on, rows the sampler stores are live; all older ones of our sensors are backlog.
         boundary = sim.dispatched
         self.live = deque()
+        self._retry_at = 0.0
         backlog = any(k in self.by_key for k in buffer.sensors_with_backlog())
         replayed_to = 0
         budget, budget_at = 0.0, time.monotonic()
@@ -145,10 +159,16 @@ class Gateway:
                 for s in self.sensors:
                     conn.publish(s.topics[TopicKind.HEALTH], sim.health(s, self), qos=TopicKind.HEALTH.qos)
                 next_health = now + sim.cfg.health_every_s
+            if self.retry and now < self._retry_at:
+                # Refused messages go first, once their backoff has passed: nothing overtakes them.
+                await asyncio.wait({conn.closed}, timeout=min(self._retry_at - now, 1.0))
+                continue
             live, self.live = self.live, deque()
-            messages = self._messages(live)
-            rate = float("inf") if sim.draining else sim.cfg.replay_rate
-            budget = min(budget + (now - budget_at) * rate, float(REPLAY_ROUND))
+            messages, self.retry = self.retry + self._messages(live), []
+            if sim.draining:  # no replay limit (inf * an elapsed 0.0 would be nan, and stop it)
+                budget = float(REPLAY_ROUND)
+            else:
+                budget = min(budget + (now - budget_at) * sim.cfg.replay_rate, float(REPLAY_ROUND))
             budget_at = now
             if backlog and budget >= 1:
                 # The backlog in storage order (each sensor's oldest first), cheap to delete.
@@ -191,24 +211,48 @@ class Gateway:
         window = max(1, conn.receive_maximum)
         acked: list[int] = []
         lost: BaseException | None = None
+        refused: PublishRefused | None = None
         for i in range(0, len(messages), window):
             part = messages[i : i + window]
             results = await asyncio.gather(
                 *(conn.publish(t, p, qos=TopicKind.TELEMETRY.qos) for t, p, _ in part), return_exceptions=True
             )
-            for (_, _, ids), result in zip(part, results, strict=True):
+            for message, result in zip(part, results, strict=True):
                 if result is None:
-                    acked.extend(ids)
-                elif isinstance(result, MqttError):  # refused by the broker: kept, sent again on reconnect
-                    self.sim.refused_by_broker += len(ids)
+                    acked.extend(message[2])
+                elif isinstance(result, PublishRefused):  # kept in the buffer, offered again later
+                    self.sim.refused_by_broker += len(message[2])
+                    self.retry.append(message)
+                    refused = result
                 else:
                     lost = result
             if lost is not None:
                 break
         if acked:
             await asyncio.get_running_loop().run_in_executor(None, self.sim.buffer.ack, acked)
+        if refused is not None:
+            self._retry_at = time.monotonic() + self._refused(refused)
+        elif acked and self._refused_code is not None:
+            log.info("the broker accepts the gateway's messages again", gateway=self.gateway_id)
+            self._refused_code = None
+            self._refusals.reset()
         if lost is not None:
             raise ConnectionError(str(lost) or type(lost).__name__)
+
+    def _refused(self, exc: PublishRefused) -> float:
+        """Log a new kind of refusal once; the delay before the refused messages are offered again."""
+        if self._refused_code != exc.code:
+            self._refused_code = exc.code
+            endpoint = self.session.endpoint
+            log.error(
+                "the broker refused messages; their readings stay in the buffer and are offered again",
+                gateway=self.gateway_id,
+                topic=exc.topic,
+                code=f"0x{exc.code:02X}",
+                reason=exc.reason,
+                hint=hint(exc, user=endpoint.username if endpoint else None, source=self.session.plan.source),
+            )
+        return self._refusals.next()
 
     async def say_offline(self) -> bool:
         """Offline statuses for the gateway and its sensors, then a normal DISCONNECT."""
@@ -221,7 +265,7 @@ class Gateway:
             await asyncio.wait_for(
                 self._publish_all(conn, [*messages, (self.status_topic, offline, True)]), 10
             )
-        except (ConnectionError, TimeoutError, MqttError):
+        except (ConnectionError, TimeoutError):  # MqttError is a ConnectionError
             return False
         finally:
             await conn.disconnect()

@@ -1,23 +1,16 @@
-"""What an edge device says besides readings, and how it reaches a broker: shared by ``moby edge``
-(:mod:`moby.edge.agent`) and ``moby simulate`` (:mod:`moby.edge.simulate`).
+"""What an edge device says besides readings: shared by ``moby edge`` (:mod:`moby.edge.agent`) and
+``moby simulate`` (:mod:`moby.edge.simulate`). How they reach a broker is :class:`moby.mqtt.MqttSession`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import ssl
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
-import structlog
 
-from moby.mqtt import MqttConnection, MqttError, PublishHandler, SessionOptions, open_connection
-from moby.net import Backoff, MqttEndpoint
 from moby.schema import HEALTH_SCHEMA, STATUS_SCHEMA
-
-log = structlog.get_logger(__name__)
 
 # The Last Will: what the broker publishes (retained) on a device's status topic if it vanishes.
 WILL_PAYLOAD = orjson.dumps({"schema": STATUS_SCHEMA, "online": False})
@@ -81,33 +74,3 @@ def health_payload(
             "firmware": firmware,
         }
     )
-
-
-async def connect_with_failover(
-    brokers: Sequence[MqttEndpoint],
-    options: Callable[[MqttEndpoint], SessionOptions],
-    on_publish: PublishHandler,
-    *,
-    backoff: Backoff,
-    ssl_context: ssl.SSLContext | None = None,
-    who: str = "",
-) -> MqttConnection:
-    """Try the brokers in turn, with backoff and jitter between attempts, until one accepts us."""
-    attempt = 0
-    while True:
-        endpoint = brokers[attempt % len(brokers)]
-        attempt += 1
-        try:
-            conn, _ = await open_connection(
-                endpoint.host,
-                endpoint.port,
-                options(endpoint),
-                on_publish,
-                ssl_context=ssl_context if endpoint.tls else None,
-            )
-        except (OSError, TimeoutError, ConnectionError, ValueError, MqttError) as exc:
-            log.info("broker unreachable", who=who, port=endpoint.port, error=str(exc) or type(exc).__name__)
-            await asyncio.sleep(backoff.next())
-            continue
-        backoff.reset()
-        return conn

@@ -53,7 +53,6 @@ from moby.edge.faults import MALFORMED_KINDS, FaultPlan, malformed_payload
 from moby.edge.fleet import VirtualSensor, make_fleet, sample
 from moby.edge.gateway import Gateway
 from moby.edge.messages import birth_payload, health_payload, now_ms
-from moby.mqtt import MqttError
 from moby.schema import TopicKind
 
 log = structlog.get_logger(__name__)
@@ -112,6 +111,7 @@ class Simulator:
         self.dispatched = self.buffer.last_id()  # rows up to this id are backlog for a new link
         self.network_up = asyncio.Event()
         self.network_up.set()
+        self._sampling_done = asyncio.Event()
         self.draining = False
         self.closing = False
         self.taken = 0
@@ -161,6 +161,13 @@ class Simulator:
         return self.buffer.oldest(stored, after_id=self.dispatched) if stored else []
 
     async def _sample_forever(self) -> None:
+        """Take a slice of the fleet per tick until :attr:`_sampling_done` is set.
+
+        Never cancelled in the middle of a tick: a tick's rows are on disk as soon as ``_take``
+        has run, and only this loop hands them to the links (a row newer than a link's backlog
+        boundary that misses its live queue is sent by no one). Cancelled while the worker
+        thread stored them, they would sit in the buffer until the next start.
+        """
         loop = asyncio.get_running_loop()
         interval = 1 / self.cfg.rate
         slots = max(1, min(len(self.sensors), round(interval / TICK_S)))
@@ -168,6 +175,8 @@ class Simulator:
         tick = interval / slots
         next_at = time.monotonic()
         for k in itertools.count():
+            if self._sampling_done.is_set():
+                return
             rows = await loop.run_in_executor(None, self._take, slices[k % slots])
             for row in rows:  # on the loop, with no await: see Gateway._serve's boundary
                 gateway = self.gateway_of[row.sensor_key]
@@ -181,7 +190,8 @@ class Simulator:
             if delay < -interval:  # more than a whole interval behind: skip ahead, and say so
                 self.late_ticks += 1
                 next_at = time.monotonic()
-            await asyncio.sleep(max(0.0, delay))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._sampling_done.wait(), max(0.0, delay))
 
     async def _cut_forever(self) -> None:
         plan = self.cfg.faults
@@ -208,7 +218,7 @@ class Simulator:
                 continue
             kind = next(kinds)
             payload = malformed_payload(kind, sensor.sensor_type, sensor.sensor_id)
-            with contextlib.suppress(ConnectionError, MqttError):
+            with contextlib.suppress(ConnectionError):  # MqttError (a refusal) is a ConnectionError
                 await conn.publish(sensor.topics[TopicKind.TELEMETRY], payload, qos=TopicKind.TELEMETRY.qos)
                 self.malformed[kind] += 1
 
@@ -243,9 +253,8 @@ class Simulator:
             backlog=self.backlog(),
             faults={s.sensor_id: s.fault.fault.value for s in self.sensors if s.fault.fault} or None,
         )
+        sampler = asyncio.create_task(self._sample_forever()) if cfg.rate > 0 else None
         producers = []
-        if cfg.rate > 0:
-            producers.append(asyncio.create_task(self._sample_forever()))
         if cfg.faults.cut_every_s:
             producers.append(asyncio.create_task(self._cut_forever()))
         if cfg.faults.malformed_rate:
@@ -257,9 +266,10 @@ class Simulator:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), duration_s)
         finally:
+            self._sampling_done.set()  # the sampler ends after its current tick, never inside one
             for task in producers:
                 task.cancel()
-            await asyncio.gather(*producers, return_exceptions=True)
+            await asyncio.gather(*producers, *([sampler] if sampler else []), return_exceptions=True)
             sampled_s = time.monotonic() - started
             self.network_up.set()  # a cut in progress ends: the buffer is to drain
             self.draining = True

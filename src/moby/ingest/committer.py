@@ -57,8 +57,9 @@ class GroupCommitter:
         self.storage_error: str | None = None
         self._failing_since = 0.0
 
-    def start(self) -> None:
+    def start(self) -> asyncio.Task[None]:
         self._task = asyncio.create_task(self._loop(), name="group-commit")
+        return self._task
 
     def _current_group(self) -> asyncio.Future[None]:
         if self._group is None:
@@ -138,6 +139,18 @@ class GroupCommitter:
 
     async def _commit_group(self) -> None:
         self._cut_segment()
+        group = self._group
+        try:
+            await self._commit_taken_group()
+        except BaseException as exc:
+            # Never leave a group unresolved: its messages would stay unacknowledged on a live
+            # connection for ever. Failed, the subscriber reconnects and the broker redelivers.
+            if group is not None and not group.done():
+                group.set_exception(exc if isinstance(exc, Exception) else ConnectionAbortedError(str(exc)))
+                group.exception()  # retrieved: the subscriber's callback reads it
+            raise
+
+    async def _commit_taken_group(self) -> None:
         group, segments, dead, messages = self._group, self._segments, self._dead, self._messages
         self._group, self._segments, self._dead, self._messages = None, [], [], 0
         sensors: list[tuple[str, str, dict[str, Any]]] = [

@@ -9,14 +9,18 @@
 * Acknowledge after durability, in batches: each message joins the committer's current group;
   when that group is on disk, the PUBACKs of all its messages leave in one socket write. The
   client's *receive maximum* caps unacknowledged messages in flight, which bounds memory when
-  the queue is full and acknowledgements stop.
-* Reconnects with exponential backoff and jitter, for ever.
+  the queue is full and acknowledgements stop. If a group fails, the connection is dropped so
+  the broker redelivers its messages (it resends unacknowledged messages only on a new connection).
+* A message over the *Maximum Packet Size* announced in CONNECT, from a broker that ignores it,
+  is read past (never held whole), dead-lettered ``too_large`` with its topic and the first bytes
+  of its payload, and acknowledged: never a reconnect loop over one message.
+* The connection is :class:`moby.mqtt.MqttSession`'s: reconnects with backoff and jitter for
+  ever, refusals (wrong password, ACL) logged once per state change with a hint.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -25,11 +29,11 @@ import structlog
 
 from moby.config import Settings
 from moby.ingest.committer import GroupCommitter
-from moby.ingest.process import Accepted, Processor, Rejected
+from moby.ingest.process import Accepted, Processor, Reason, Rejected
 from moby.ingest.queue import DeadLetter
 from moby.metrics import Metrics
-from moby.mqtt import MqttConnection, SessionOptions, keepalive, open_connection, subscribe
-from moby.net import Backoff, MqttEndpoint, tls_context
+from moby.mqtt import MqttConnection, MqttSession, Oversized, SessionOptions, SessionPlan
+from moby.net import MqttEndpoint, tls_context
 from moby.schema import TopicKind, subscription
 
 log = structlog.get_logger(__name__)
@@ -58,17 +62,34 @@ class Subscriber:
         self._processor = processor
         self._committer = committer
         self._metrics = metrics
-        self._endpoint = MqttEndpoint.parse(settings.mqtt_url)
+        endpoint = MqttEndpoint.parse(settings.mqtt_url)
         self._options = SessionOptions(
             client_id=settings.mqtt_client_id,
-            username=self._endpoint.username,
-            password=self._endpoint.password,
+            username=endpoint.username,
+            password=endpoint.password,
             keepalive_s=settings.mqtt_keepalive_s,
             session_expiry_s=settings.mqtt_session_expiry_s,
             receive_maximum=settings.mqtt_receive_maximum,
         )
-        self._backoff = Backoff(0.5, settings.mqtt_reconnect_max_s)
-        self._conn: MqttConnection | None = None
+        s = settings
+        self.session = MqttSession(
+            SessionPlan(
+                brokers=[endpoint],
+                options=lambda _: self._options,
+                subscriptions=subscriptions(s.mqtt_share_group or None),
+                ssl_context=tls_context(s.mqtt_ca_file, s.mqtt_cert_file, s.mqtt_key_file)
+                if endpoint.tls
+                else None,
+                reconnect_max_s=s.mqtt_reconnect_max_s,
+                client="backend",
+                source="MOBY_MQTT_URL",
+            ),
+            self._on_publish,
+            self._serve,
+            on_oversized=self._on_oversized,
+            on_failure=lambda kind: metrics.mqtt_connect_failures.labels(kind).inc(),
+        )
+        self.connected = self.session.connected
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._received = {k: metrics.messages_received.labels(k) for k in (*_KINDS, "other")}
@@ -85,80 +106,60 @@ class Subscriber:
         self._unacked = 0
         self._unacked_bytes = 0
         self._paused: MqttConnection | None = None
-        self.connected = asyncio.Event()
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="mqtt")
+    def start(self) -> asyncio.Task[None]:
+        self._task = asyncio.create_task(self.session.run(), name="mqtt-subscriber")
+        return self._task
 
-    async def _run(self) -> None:
-        s = self._settings
-        ssl_ctx = (
-            tls_context(s.mqtt_ca_file, s.mqtt_cert_file, s.mqtt_key_file) if self._endpoint.tls else None
-        )
-        filters = subscriptions(s.mqtt_share_group or None)
-        first = True
-        while not self._stopping:
-            try:
-                conn, session_present = await open_connection(
-                    self._endpoint.host,
-                    self._endpoint.port,
-                    self._options,
-                    self._on_publish,
-                    ssl_context=ssl_ctx,
-                )
-            except (OSError, TimeoutError, ConnectionError, ValueError) as exc:
-                await self._pause("broker unreachable", exc)
-                continue
-            try:
-                await subscribe(conn, filters)
-            except (OSError, TimeoutError, ConnectionError, ValueError) as exc:
-                conn.abort()
-                await self._pause("subscribe failed", exc)
-                continue
-            self._conn = conn
-            self._backoff.reset()
-            if not first:
-                self._metrics.mqtt_reconnects.inc()
-            first = False
-            self.connected.set()
-            self._metrics.mqtt_connected.set(1)
-            log.info("connected to broker", session_present=session_present, subscriptions=filters)
-            pinger = asyncio.create_task(keepalive(conn, self._options.keepalive_s))
-            reason = await conn.closed
-            pinger.cancel()
-            self.connected.clear()
+    async def _serve(self, conn: MqttConnection, session_present: bool) -> None:
+        """While connected: the handlers do the work; here only the gauges."""
+        self._metrics.mqtt_connected.set(1)
+        if self.session.reconnects:
+            self._metrics.mqtt_reconnects.inc()
+        try:
+            await asyncio.wait({conn.closed})
+        finally:
             self._metrics.mqtt_connected.set(0)
-            if not self._stopping:
-                await self._pause("lost the broker", reason)
-
-    async def _pause(self, what: str, exc: BaseException | None) -> None:
-        delay = self._backoff.next()
-        log.warning(what, error=(str(exc) or type(exc).__name__) if exc else None, retry_in=round(delay, 2))
-        await asyncio.sleep(delay)
 
     async def stop(self) -> None:
         """Disconnect without unsubscribing: the session (and its backlog) stays on the broker."""
         self._stopping = True
-        if self._conn is not None:
-            await self._conn.disconnect()
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait({self._task})
+        if self.session.conn is not None:
+            await self.session.conn.disconnect()
         self.connected.clear()
         self._metrics.mqtt_connected.set(0)
 
     # -- the hot path ---------------------------------------------------------------------------
     def _on_publish(self, conn: MqttConnection, topic: str, payload: bytes, qos: int, mid: int) -> None:
         group = self._ingest(topic, payload)
-        if qos == 0:
-            return
+        if qos:
+            self._hold(conn, group, mid, len(payload) + len(topic))
+
+    def _on_oversized(self, conn: MqttConnection, message: Oversized) -> None:
+        """A PUBLISH over our maximum packet size, read past: dead-lettered, then acknowledged."""
+        self._count(message.topic)
+        head = message.payload_head
+        detail = (
+            f"a PUBLISH of {message.size} bytes, over the backend's maximum packet size of "
+            f"{conn.max_packet_bytes} bytes (announced to the broker, which sent it all the same); "
+            f"read past without keeping it: the payload here is its first {len(head)} bytes"
+        )
+        group = self._committer.submit_dead(
+            DeadLetter(message.topic, Reason.TOO_LARGE.value, detail, head, time.time())
+        )
+        if message.qos:
+            self._hold(conn, group, message.packet_id, len(head) + len(message.topic))
+
+    def _hold(self, conn: MqttConnection, group: asyncio.Future[None], mid: int, size: int) -> None:
+        """Keep a QoS 1 message's packet id until its group is durable, then PUBACK it."""
         batch = self._acks
         if batch is None or batch.group is not group or batch.conn is not conn:
             batch = self._acks = _AckBatch(group, conn)
             group.add_done_callback(partial(self._group_done, batch))
-        size = len(payload) + len(topic)
         batch.mids.append(mid)
         batch.size += size
         self._unacked += 1
@@ -172,11 +173,18 @@ class Subscriber:
     def _group_done(self, batch: _AckBatch, group: asyncio.Future[None]) -> None:
         """PUBACK a committed group's messages on the connection they arrived on.
 
-        If the group failed, or that connection is gone, nothing is sent: the broker redelivers
-        unacknowledged messages when the session resumes.
+        If that connection is gone, nothing is sent: the broker redelivers unacknowledged
+        messages when the session resumes. If the group failed, the connection is dropped:
+        a broker resends unacknowledged messages only on a new connection, so keeping this one
+        would leave them (and their share of the receive maximum) stuck in flight.
         """
-        if not group.cancelled() and group.exception() is None:
+        failed = group.cancelled() or group.exception() is not None
+        if not failed:
             batch.conn.ack(batch.mids)
+        elif batch.conn.open and not self._stopping:
+            error = "cancelled" if group.cancelled() else repr(group.exception())
+            log.error("a commit group failed; reconnecting so the broker redelivers it", error=error)
+            batch.conn.abort(ConnectionAbortedError("a commit group failed"))
         self.flush_counts()
         self._unacked -= len(batch.mids)
         self._unacked_bytes -= batch.size
@@ -193,13 +201,16 @@ class Subscriber:
                 self._received[kind].inc(count)
                 self._counts[kind] = 0
 
-    def _ingest(self, topic: str, payload: bytes) -> asyncio.Future[None]:
-        """Process one message; the future resolves when its outcome is durable."""
+    def _count(self, topic: str) -> None:
         kind = topic.rsplit("/", 1)[-1]
         if kind in self._counts:
             self._counts[kind] += 1
         else:
             self._counts["other"] += 1
+
+    def _ingest(self, topic: str, payload: bytes) -> asyncio.Future[None]:
+        """Process one message; the future resolves when its outcome is durable."""
+        self._count(topic)
         try:
             outcome = self._processor.process(topic, payload)
         except Exception as exc:  # a bug must not turn one message into a redelivery loop

@@ -149,8 +149,9 @@ class SelfMetricsReporter:
         self._task: asyncio.Task[None] | None = None
         self.reports = 0  # reports InfluxDB confirmed
 
-    def start(self) -> None:
+    def start(self) -> asyncio.Task[None]:
         self._task = asyncio.create_task(self._loop(), name="self-metrics")
+        return self._task
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -87,8 +87,9 @@ class Writer:
             "InfluxDB", client.url, logger=log, details=lambda: {"points_waiting": queue.depth_points}
         )
 
-    def start(self) -> None:
+    def start(self) -> asyncio.Task[None]:
         self._task = asyncio.create_task(self._loop(), name="influx-writer")
+        return self._task
 
     @property
     def unsent_points(self) -> int:

@@ -11,10 +11,11 @@ its own framing, property parsing and per-message PUBACK writes, which capped on
 acknowledgements leave in one socket write per durable group.
 
 What this connection does: CONNECT with a persistent session (clean start off, session expiry,
-receive maximum), SUBSCRIBE, QoS 0 and QoS 1 PUBLISH in, PUBACKs out when the caller says so,
-PINGREQ keep-alive with a dead-peer timeout, DISCONNECT (normal, keeping the session). It
-subscribes with a maximum QoS of 1, so the broker never sends QoS 2. Reconnection with backoff
-is :class:`MqttSubscriber`'s loop.
+receive maximum, maximum packet size), SUBSCRIBE, QoS 0/1/2 PUBLISH in, PUBACKs out when the
+caller says so, PINGREQ keep-alive with a dead-peer timeout, DISCONNECT (normal, keeping the
+session). A PUBLISH larger than our maximum packet size is read past, never buffered whole
+(:mod:`moby.mqtt.frames`), and handed to ``on_oversized``. Reconnection with backoff is
+:class:`moby.mqtt.session.MqttSession`'s loop.
 """
 
 from __future__ import annotations
@@ -30,11 +31,26 @@ from typing import Any
 import mqtt5
 import structlog
 
+from moby.mqtt.errors import (
+    ConnectRefused,
+    Disconnected,
+    MqttError,
+    ProtocolError,
+    PublishRefused,
+    SubscribeRefused,
+)
+from moby.mqtt.frames import Oversized, Skipper, fixed_header
+
 log = structlog.get_logger(__name__)
 
-
-class MqttError(Exception):
-    """The broker refused us, or spoke something we do not accept."""
+# The largest packet we take from the broker, announced in CONNECT (MQTT 5 §3.1.2.11.4) so the
+# broker does not send larger ones, and enforced on what arrives all the same. Well above the
+# contract's 256 KiB payload, so a too-large message still reaches the backend whole and is
+# dead-lettered with its payload; past this only its head is kept.
+MAX_PACKET_BYTES = 4 * 1024 * 1024
+# Received bytes handled per event-loop turn before the rest of the process gets a turn (~1 ms of
+# single-reading messages, ~3 batch messages).
+TURN_BYTES = 32 * 1024
 
 
 @dataclass(frozen=True)
@@ -48,14 +64,9 @@ class SessionOptions:
     clean_start: bool = False
     # Last Will: (topic, payload, qos, retain), published by the broker if we vanish.
     will: tuple[str, bytes, int, bool] | None = None
-
-
-# Larger than anything the broker may send us (Mosquitto's max_packet_size here is 1 MiB);
-# a partial packet claiming more is treated as a protocol error rather than buffered.
-MAX_PACKET_BYTES = 4 * 1024 * 1024
-# Received bytes handled per event-loop turn before the rest of the process gets a turn (~1 ms of
-# single-reading messages, ~3 batch messages).
-TURN_BYTES = 32 * 1024
+    maximum_packet_size: int = MAX_PACKET_BYTES
+    # Off only to play a broker that ignores the limit (tests): the limit is enforced either way.
+    announce_maximum_packet_size: bool = True
 
 
 def puback(mid: int) -> bytes:
@@ -66,17 +77,29 @@ def puback(mid: int) -> bytes:
 # on_publish(connection, topic, payload, qos, packet_id); for QoS 1 the receiver must later
 # call connection.ack([...packet ids...]) once the message is safe.
 PublishHandler = Callable[["MqttConnection", str, bytes, int, int], None]
+# on_oversized(connection, what was kept of it); acknowledged by the receiver like a PUBLISH.
+OversizedHandler = Callable[["MqttConnection", Oversized], None]
 
 
 class MqttConnection(asyncio.Protocol):
     """One network connection to the broker (one CONNECT … until it is lost)."""
 
-    def __init__(self, on_publish: PublishHandler) -> None:
+    def __init__(
+        self,
+        on_publish: PublishHandler,
+        *,
+        on_oversized: OversizedHandler | None = None,
+        max_packet_bytes: int = MAX_PACKET_BYTES,
+    ) -> None:
         self._on_publish = on_publish
+        self._on_oversized = on_oversized
+        self.max_packet_bytes = max_packet_bytes
         self._buffer = bytearray()
+        self._skipper: Skipper | None = None  # reading past an oversized PUBLISH
         self._transport: asyncio.Transport | None = None
         self._waiters: dict[type, asyncio.Future[Any]] = {}
-        self._pubacks: dict[int, asyncio.Future[None]] = {}  # our QoS 1 publishes in flight
+        # our QoS 1 publishes in flight: packet id -> (future, topic)
+        self._pubacks: dict[int, tuple[asyncio.Future[None], str]] = {}
         self._next_mid = 0
         self._qos2_received: set[int] = set()  # QoS 2 packet ids delivered, awaiting PUBREL
         self.closed: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
@@ -94,16 +117,38 @@ class MqttConnection(asyncio.Protocol):
         self._transport = None
         if not self.closed.done():
             self.closed.set_result(exc)
-        for waiter in (*self._waiters.values(), *self._pubacks.values()):
+        for waiter in self._waiters.values():
             if not waiter.done():
                 waiter.set_exception(ConnectionError("connection lost"))
+        for future, _ in self._pubacks.values():
+            if not future.done():
+                future.set_exception(ConnectionError("connection lost"))
         self._pubacks.clear()
 
     def data_received(self, data: bytes) -> None:
         self.last_received = time.monotonic()
+        if self._skipper is not None:
+            data = self._skip(data)
+            if not data:
+                return
         self._buffer += data
         if not self._yielding:  # else a turn is already scheduled to go on with the buffer
             self._process()
+
+    def _skip(self, data: bytes) -> bytes:
+        """Feed an oversized PUBLISH in progress; the bytes after it (if it ended here)."""
+        skipper = self._skipper
+        assert skipper is not None
+        taken = skipper.feed(memoryview(data))
+        if not skipper.done:
+            return b""
+        self._skipper = None
+        try:
+            self._oversized(skipper.result())
+        except ProtocolError as exc:
+            self._protocol_error(exc)
+            return b""
+        return data[taken:]
 
     def _process(self) -> None:
         """Handle the buffered packets, at most ~TURN_BYTES of them before giving the loop a turn.
@@ -127,10 +172,21 @@ class MqttConnection(asyncio.Protocol):
                     break
                 try:
                     packet, size = mqtt5.read(view[offset:])
-                except IndexError:  # the codec's "not enough bytes": wait for the rest
-                    if end - offset > MAX_PACKET_BYTES:
-                        raise MqttError(f"packet larger than {MAX_PACKET_BYTES} bytes") from None
+                except IndexError:  # the codec's "not enough bytes": wait for the rest, unless too big
+                    header = fixed_header(view, offset)
+                    if header is not None and header[1] + header[2] > self.max_packet_bytes:
+                        # Read past it as it arrives instead of buffering it (frames.py says why).
+                        self._skipper = Skipper(*header)
+                        offset += self._skipper.feed(view[offset:])
                     break
+                if size > self.max_packet_bytes:  # arrived whole in one read: refused all the same
+                    header = fixed_header(view, offset)
+                    assert header is not None
+                    skipper = Skipper(*header)
+                    skipper.feed(view[offset : offset + size])
+                    offset += size
+                    self._oversized(skipper.result())
+                    continue
                 offset += size
                 if isinstance(packet, mqtt5.PublishPacket):
                     qos, mid = int(packet.qos), packet.packet_id or 0
@@ -141,10 +197,9 @@ class MqttConnection(asyncio.Protocol):
                 else:
                     self._dispatch(packet)
         except (MqttError, ValueError) as exc:
-            # Only the codec raises these (the handler reports bad input as data, not errors).
-            log.error("protocol error from the broker; dropping the connection", error=str(exc))
+            # Only the codec and the framing raise these (handlers report bad input as data).
             view.release()
-            self.abort(exc)
+            self._protocol_error(exc)
             return
         view.release()
         del buffer[:offset]
@@ -152,6 +207,12 @@ class MqttConnection(asyncio.Protocol):
             self._yielding = True
             self._transport.pause_reading()
             asyncio.get_running_loop().call_soon(self._next_turn)
+
+    def _protocol_error(self, exc: Exception) -> None:
+        self._buffer.clear()
+        self.abort(
+            exc if isinstance(exc, MqttError) else ProtocolError(f"protocol error from the broker: {exc}")
+        )
 
     def _next_turn(self) -> None:
         self._yielding = False
@@ -169,6 +230,30 @@ class MqttConnection(asyncio.Protocol):
             self._on_publish(self, packet.topic, packet.payload, 2, mid)
         self.send(mqtt5.PubRecPacket(mid).write())
 
+    def _oversized(self, message: Oversized) -> None:
+        """An oversized PUBLISH read past: hand it on once (QoS 2: like :meth:`_exactly_once`)."""
+        if message.qos == 2:
+            first = message.packet_id not in self._qos2_received
+            self._qos2_received.add(message.packet_id)
+            if first:
+                self._hand_on_oversized(message)
+            self.send(mqtt5.PubRecPacket(message.packet_id).write())
+            return
+        self._hand_on_oversized(message)
+
+    def _hand_on_oversized(self, message: Oversized) -> None:
+        if self._on_oversized is not None:
+            self._on_oversized(self, message)
+            return
+        log.warning(
+            "message over the maximum packet size dropped",
+            topic=message.topic[:200],
+            bytes=message.size,
+            limit=self.max_packet_bytes,
+        )
+        if message.qos == 1:
+            self.ack([message.packet_id])
+
     def _dispatch(self, packet: Any) -> None:
         if isinstance(packet, mqtt5.PingRespPacket):
             return
@@ -177,16 +262,16 @@ class MqttConnection(asyncio.Protocol):
             self.send(mqtt5.PubCompPacket(packet.packet_id).write())
             return
         if isinstance(packet, mqtt5.PubAckPacket):
-            done = self._pubacks.pop(packet.packet_id, None)
-            if done is not None and not done.done():
-                if int(packet.reason_code.value) >= 0x80:
-                    done.set_exception(MqttError(f"PUBACK refused: {packet.reason_code}"))
+            entry = self._pubacks.pop(packet.packet_id, None)
+            if entry is not None and not entry[0].done():
+                code = int(packet.reason_code.value)
+                if code >= 0x80:
+                    entry[0].set_exception(PublishRefused(code, entry[1], packet.reason_str))
                 else:
-                    done.set_result(None)
+                    entry[0].set_result(None)
             return
         if isinstance(packet, mqtt5.DisconnectPacket):
-            log.warning("broker disconnected us", reason=str(packet.reason_code), detail=packet.reason_str)
-            self.abort(MqttError(f"DISCONNECT from broker: {packet.reason_code}"))
+            self.abort(Disconnected(int(packet.reason_code.value), packet.reason_str))
             return
         waiter = self._waiters.pop(type(packet), None)
         if waiter is not None and not waiter.done():
@@ -221,7 +306,8 @@ class MqttConnection(asyncio.Protocol):
 
         The caller bounds how many it keeps in flight (the broker's receive maximum). If the
         connection is lost first, the future fails with ConnectionError: publish again on the next
-        connection (at-least-once; the backend treats the duplicate as the same point).
+        connection (at-least-once; the backend treats the duplicate as the same point). A PUBACK
+        with a reason code >= 0x80 fails it with :class:`PublishRefused`; the connection stays.
         """
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if qos == 0:
@@ -237,7 +323,7 @@ class MqttConnection(asyncio.Protocol):
                 break
         else:
             raise MqttError("all 65,535 packet ids are in flight")
-        self._pubacks[self._next_mid] = future
+        self._pubacks[self._next_mid] = (future, topic)
         packet = mqtt5.PublishPacket(
             topic=topic, payload=payload, qos=mqtt5.QoS(qos), retain=retain, packet_id=self._next_mid
         )
@@ -289,14 +375,21 @@ async def open_connection(
     options: SessionOptions,
     on_publish: PublishHandler,
     *,
+    on_oversized: OversizedHandler | None = None,
     ssl_context: ssl.SSLContext | None = None,
     timeout_s: float = 10.0,
 ) -> tuple[MqttConnection, bool]:
-    """Connect and complete the MQTT handshake; returns the connection and session_present."""
+    """Connect and complete the MQTT handshake; returns the connection and session_present.
+
+    Raises OSError/TimeoutError if the broker cannot be reached, :class:`ConnectRefused` if it
+    answers CONNACK with a reason code >= 0x80 (all of them ConnectionErrors but the TimeoutError).
+    """
     loop = asyncio.get_running_loop()
     _, conn = await asyncio.wait_for(
         loop.create_connection(
-            lambda: MqttConnection(on_publish),
+            lambda: MqttConnection(
+                on_publish, on_oversized=on_oversized, max_packet_bytes=options.maximum_packet_size
+            ),
             host,
             port,
             ssl=ssl_context,
@@ -312,6 +405,7 @@ async def open_connection(
         keep_alive=options.keepalive_s,
         session_expiry_interval=options.session_expiry_s,
         receive_max=options.receive_maximum,
+        max_packet_size=options.maximum_packet_size if options.announce_maximum_packet_size else None,
         will=_will(options.will),
     )
     try:
@@ -319,9 +413,10 @@ async def open_connection(
     except BaseException:
         conn.abort()
         raise
-    if connack.reason_code != mqtt5.ConnAckReasonCode.SUCCESS:
+    code = int(connack.reason_code.value)
+    if code >= 0x80:
         conn.abort()
-        raise MqttError(f"CONNACK refused: {connack.reason_code} {connack.reason_str or ''}".strip())
+        raise ConnectRefused(code, connack.reason_str)
     conn.receive_maximum = int(connack.receive_max or 65535)
     return conn, bool(connack.session_present)
 
@@ -329,15 +424,16 @@ async def open_connection(
 async def subscribe(
     conn: MqttConnection, filters: Sequence[str], qos: int = 1, timeout_s: float = 10.0
 ) -> None:
+    """SUBSCRIBE and wait for the SUBACK; :class:`SubscribeRefused` if any filter was refused."""
     packet = mqtt5.SubscribePacket(
         packet_id=1,
         topic_filters=[mqtt5.TopicFilter(f, max_qos=mqtt5.QoS(qos)) for f in filters],
     )
     suback = await conn.request(packet, mqtt5.SubAckPacket, timeout_s)
     granted = [int(code.value) if hasattr(code, "value") else int(code) for code in suback.reason_codes]
-    refused = [f for f, code in zip(filters, granted, strict=True) if code >= 0x80]
+    refused = [(f, code) for f, code in zip(filters, granted, strict=True) if code >= 0x80]
     if refused:
-        raise MqttError(f"subscription refused by the broker: {refused} (codes {granted})")
+        raise SubscribeRefused(refused[0][1], [f for f, _ in refused])
 
 
 async def keepalive(conn: MqttConnection, keepalive_s: int) -> None:
@@ -347,7 +443,6 @@ async def keepalive(conn: MqttConnection, keepalive_s: int) -> None:
     while conn.open:
         await asyncio.sleep(interval)
         if time.monotonic() - conn.last_received > keepalive_s * 1.5:
-            log.warning("broker silent past the keep-alive; reconnecting")
-            conn.abort(TimeoutError("keep-alive timeout"))
+            conn.abort(TimeoutError("broker silent past the keep-alive"))
             return
         conn.send(ping)
