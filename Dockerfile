@@ -65,8 +65,8 @@ FROM runtime AS server
 ENV MOBY_API_HOST=0.0.0.0 \
     MOBY_PROXY_HOST=0.0.0.0
 EXPOSE 8000
-# Liveness of `serve` (/healthz) or `proxy`; other commands have nothing to ask. Python with
-# urllib, since the slim image has no curl.
+# Liveness of `serve` (/healthz) or `proxy`; other commands have nothing to ask. The venv's Python
+# with urllib, since the slim image has no curl.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
-    CMD ["python", "/opt/moby/healthcheck.py"]
+    CMD ["/opt/moby/bin/python", "/opt/moby/healthcheck.py"]
 CMD ["serve"]

@@ -354,7 +354,10 @@ def test_the_health_check_runs_the_copied_script_within_its_timeout() -> None:
     assert check is not None
     options = dict(re.findall(r"--([a-z-]+)=(\S+)", check))
     command = json.loads(check.split(" CMD ", 1)[1])
-    assert command[0] == "python", "the venv's python (on PATH): the slim image has no curl"
+    assert command[0] == "/opt/moby/bin/python", "the venv's python (it has moby): the slim image has no curl"
+    assert ["/opt/moby", "/opt/moby"] in [
+        shlex.split(i.args)[1:] for i in DOCKERFILE if i.keyword == "COPY" and i.stage == "runtime"
+    ]  # the venv
     copies = [shlex.split(i.args) for i in DOCKERFILE if i.keyword == "COPY" and i.stage == "runtime"]
     assert ["deploy/image/healthcheck.py", command[1]] in copies
     script = (ROOT / "deploy/image/healthcheck.py").read_text()
