@@ -404,8 +404,14 @@ def lock_mismatches(dependencies: list[str], lock: Mapping[str, Locked]) -> list
     return problems
 
 
+def image_dependencies() -> list[str]:
+    """What the image holds: the package's dependencies and every optional group but dev."""
+    groups = PYPROJECT["project"].get("optional-dependencies", {})
+    return [*PYPROJECT["project"]["dependencies"], *(d for g, ds in groups.items() if g != "dev" for d in ds)]
+
+
 def test_the_lock_pins_what_pyproject_pins() -> None:
-    assert lock_mismatches(PYPROJECT["project"]["dependencies"], read_lock(LOCK)) == []
+    assert lock_mismatches(image_dependencies(), read_lock(LOCK)) == []
 
 
 def test_a_stale_lock_is_caught(tmp_path: Path) -> None:
