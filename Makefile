@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench lint schema clean
+.PHONY: install demo test test-fast bench lint lock schema clean
 
 install: $(STAMP)
 
@@ -30,9 +30,26 @@ bench: install
 	$(BIN)/python bench/query.py --json bench/results/query.json
 
 lint: install
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench deploy
+	$(BIN)/ruff format --check src tests bench deploy
 	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
+
+# The container image installs from these locks (exact versions and their hashes): the package's
+# dependencies from pyproject.toml with every optional group but dev (the image holds the whole
+# package), and what builds its wheel (its [build-system]). Run after changing pyproject.toml;
+# pins already in the lock are kept unless LOCK_ARGS=--upgrade.
+LOCK := $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+	--custom-compile-command "make lock" $(LOCK_ARGS)
+IMAGE_EXTRAS = $(shell $(BIN)/python -c 'import tomllib; \
+	groups = tomllib.load(open("pyproject.toml", "rb"))["project"].get("optional-dependencies", {}); \
+	print(*(f"--extra {g}" for g in groups if g != "dev"))')
+
+lock: install
+	$(LOCK) $(IMAGE_EXTRAS) pyproject.toml -o requirements/moby.txt
+	$(BIN)/python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' \
+		> requirements/build.in
+	$(LOCK) requirements/build.in -o requirements/build.txt
 
 schema: install
 	$(BIN)/moby schema export docs/schema
