@@ -18,7 +18,6 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from moby import __version__
-from moby.broker.commands import broker_app
 from moby.configerror import ConfigError
 from moby.terminal import err, problem, say
 from moby.tokencli import token_app
@@ -90,6 +89,22 @@ def _settings() -> Loaded:
     return loaded
 
 
+def _broker_app() -> typer.Typer:
+    """``moby broker``; on a lean edge install (no ``cryptography``) a stub that says what to install."""
+    try:
+        from moby.broker.commands import broker_app
+    except ImportError as exc:
+        missing = exc.name or "a package"
+        stub = typer.Typer(help=f"(not installed here: needs {missing}; pip install 'moby[server]')")
+
+        @stub.callback(invoke_without_command=True)
+        def unavailable() -> None:
+            raise ConfigError([f"moby broker needs the package {missing!r}: pip install 'moby[server]'"])
+
+        return stub
+    return broker_app
+
+
 app = typer.Typer(
     cls=MobyGroup,
     help="MOBY: industrial sensor data — MQTT → validated, durable, batched → InfluxDB.",
@@ -97,7 +112,7 @@ app = typer.Typer(
 )
 schema_app = typer.Typer(help="The contract's JSON Schemas.", no_args_is_help=True)
 app.add_typer(schema_app, name="schema")
-app.add_typer(broker_app, name="broker")
+app.add_typer(_broker_app(), name="broker")
 grafana_app = typer.Typer(
     help="Grafana provisioning: data sources, dashboards, alert rules.", no_args_is_help=True
 )
@@ -411,6 +426,7 @@ def edge(
 
     from moby.config import check_state_path
     from moby.edge.agent import EdgeAgent
+    from moby.edge.devices.config import startup_check
     from moby.logs import configure
 
     loaded = _settings()
@@ -425,6 +441,9 @@ def edge(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        # real devices are reached once first: a wrong register map or node stops here, one line each
+        sensors = [(i, link.cfg.sensor_id, link.driver) for i, link in enumerate(agent.links)]
+        await startup_check(sensors, str(config), cfg.startup_error_behavior)
         await agent.run(stop)
 
     asyncio.run(main())
@@ -436,8 +455,9 @@ def load_agent_config(path: Path) -> AgentConfig:
 
     from pydantic import ValidationError
 
-    from moby.configerror import problem_lines, toml_key, toml_problem
-    from moby.edge.agent import AgentConfig, SensorConfig
+    from moby.configerror import toml_problem
+    from moby.edge.agent import AgentConfig
+    from moby.edge.devices.config import config_problems
 
     try:
         return AgentConfig.load(path)
@@ -449,9 +469,7 @@ def load_agent_config(path: Path) -> AgentConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([toml_problem(path, exc)]) from None
     except ValidationError as exc:
-        known = [*AgentConfig.model_fields, *SensorConfig.model_fields]
-        lines = problem_lines(exc, AgentConfig, lambda loc: f"{path}: {toml_key(loc)}", known=known)
-        raise ConfigError(lines) from None
+        raise ConfigError(config_problems(exc, AgentConfig, str(path))) from None
 
 
 @schema_app.command("export")
