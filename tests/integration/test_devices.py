@@ -8,8 +8,10 @@ pty pair, a program run by the command driver, and a known sine written into a F
 from __future__ import annotations
 
 import math
+import os
 import signal
 import struct
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -120,10 +122,14 @@ url = "rtu://{rtu_agent_end}"
 baudrate = 19200
 unit_id = 7
 interval_s = 0.5
-registers = [
-  {{ name = "temperature", address = 100, data_type = "int32", word_order = "little", scale = 0.001,
-     units = "degC" }},
-]
+
+[[sensors.registers]]
+name = "temperature"
+address = 100
+data_type = "int32"
+word_order = "little"
+scale = 0.001
+units = "degC"
 
 [[sensors]]
 sensor_id = "oven-temp"
@@ -283,3 +289,120 @@ sensitivity = {1 / COUNTS_PER_M_S2}
     finally:
         for proc in reversed(started):
             proc.stop()
+
+
+def modbus_sensor(port: int, *registers: str, extra: str = "") -> str:
+    regs = "\n".join(f"[[sensors.registers]]\n{r}\n" for r in registers)
+    return (
+        f'[[sensors]]\nsensor_id = "tt-101"\ntype = "temperature"\ndriver = "modbus"\n'
+        f'url = "tcp://127.0.0.1:{port}"\ninterval_s = 0.5\ntimeout_s = 0.5\n{extra}\n{regs}'
+    )
+
+
+TEMPERATURE = 'name = "temperature"\naddress = 0\ndata_type = "int16"\nscale = 0.1\nunits = "degC"'
+
+
+def test_modbus_device_down_for_20_s_is_counted_and_resumes(tmp_path, broker, influxd, make_backend) -> None:
+    backend = make_backend(broker, influxd)
+    port = free_port()
+    units = {"1": {"holding": {"0": [215]}}}
+    server = modbus_server(tmp_path / "mb", units, tcp=port).start()
+    edge = agent(tmp_path, broker.url, modbus_sensor(port, TEMPERATURE)).start()
+    try:
+
+        def stored() -> list[dict[str, Any]]:
+            return points(influxd.url, backend.db, "tt-101", "temperature")
+
+        def health() -> dict[str, Any]:
+            items = {s["sensor_id"]: s for s in backend.get("/api/v1/sensors")["items"]}
+            return (items.get("tt-101") or {}).get("health") or {}
+
+        wait_until(lambda: len(stored()) >= 3, 30, what="first readings")
+        server.stop()
+        stopped_at = int(time.time() * 1000)
+        time.sleep(20)
+        assert edge.running  # the agent lives through it
+        errors = health().get("errors", {})
+        assert errors.get("modbus_unreachable", 0) + errors.get("modbus_timeout", 0) >= 20, errors
+        gap = [p for p in stored() if p["time"] > stopped_at + 1000]
+        assert not gap  # no readings invented while the device was away
+
+        server = modbus_server(tmp_path / "mb", units, tcp=port).start()
+        back_at = int(time.time() * 1000)
+        wait_until(lambda: len([p for p in stored() if p["time"] >= back_at]) >= 3, 30, what="resumed")
+        edge.signal(signal.SIGTERM)
+        assert edge.proc is not None and edge.proc.wait(30) == 0
+        with EdgeBuffer(tmp_path / "edge.sqlite", max_bytes=1 << 30, max_age_s=86400) as buffer:
+            taken = buffer.next_seq(sensor_key("f1", "tt-101"))
+        wait_until(lambda: len(stored()) == taken, 30, what="every reading stored")
+        assert sorted(p["seq"] for p in stored()) == list(range(taken))  # no gap in seq: nothing lost
+        assert {p["temperature"] for p in stored()} == {21.5}
+        # one log line when the device went away, one when it came back: not one per failed poll
+        log = (tmp_path / "edge.log").read_text()
+        assert log.count("device fault") in (1, 2), log  # unreachable (and maybe a timeout first)
+        assert log.count("device answers again") == 1, log
+    finally:
+        edge.stop()
+        server.stop()
+
+
+def run_edge(config: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("MOBY_")}
+    return subprocess.run(
+        [sys.executable, "-m", "moby", "edge", "--config", str(config)],
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
+def error_lines(done: subprocess.CompletedProcess[str]) -> list[str]:
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert "Traceback" not in done.stderr, done.stderr
+    return [line.removeprefix("error: ") for line in done.stderr.splitlines() if line.startswith("error: ")]
+
+
+def test_a_wrong_register_map_is_one_line_at_start(tmp_path) -> None:
+    port = free_port()
+    server = modbus_server(tmp_path / "mb", {"1": {"holding": {"0": [215, 1]}}}, tcp=port).start()
+    config = tmp_path / "edge.toml"
+    broker = f"mqtt://127.0.0.1:{free_port()}"  # never reached: the check comes first
+    head = f'factory_id = "f1"\nbrokers = ["{broker}"]\nbuffer_path = "{tmp_path}/b.sqlite"\n'
+    try:
+        pressure = 'name = "pressure"\naddress = 500\nunits = "bar"'
+        config.write_text(head + modbus_sensor(port, TEMPERATURE, pressure))
+        assert error_lines(run_edge(config)) == [
+            f"{config}: [sensors.0] registers.1.address=500 (sensor tt-101, modbus): the device refuses it: "
+            "holding 500-500: Modbus exception 2 (illegal data address)"
+        ]
+        # a float32 at address 1 reads registers 1-2: the device has no register 2
+        config.write_text(
+            head + modbus_sensor(port, 'name = "temperature"\naddress = 1\ndata_type = "float32"')
+        )
+        assert error_lines(run_edge(config)) == [
+            f"{config}: [sensors.0] registers.0.address=1 (sensor tt-101, modbus): the device refuses it: "
+            "holding 1-2: Modbus exception 2 (illegal data address)"
+        ]
+    finally:
+        server.stop()
+    # the device not there at all: one line naming the URL; "retry" starts anyway and keeps trying
+    config.write_text(head + modbus_sensor(port, TEMPERATURE))
+    [line] = error_lines(run_edge(config))
+    assert line.startswith(f"{config}: [sensors.0] url='tcp://127.0.0.1:{port}' (sensor tt-101, modbus): ")
+    assert line.endswith('to start without it: startup_error_behavior = "retry"'), line
+    config.write_text(head + 'startup_error_behavior = "retry"\n' + modbus_sensor(port, TEMPERATURE))
+    edge = ManagedProcess(
+        "moby edge",
+        [sys.executable, "-m", "moby", "edge", "-c", str(config)],
+        log_path=tmp_path / "e.log",
+        ready=lambda: True,
+        cwd=ROOT,
+    ).start()
+    try:
+        wait_until(lambda: "device not reachable at start" in edge.tail(), 30, what="the warning")
+        time.sleep(1)
+        assert edge.running
+    finally:
+        edge.stop()

@@ -200,8 +200,10 @@ async def startup_check(
         line = (
             f"{where}: [sensors.{index}] {key}{shown} (sensor {sensor_id}, {driver.driver}): {fault.detail}"
         )
-        if isinstance(fault, DeviceRefused) or behavior == "error":
+        if isinstance(fault, DeviceRefused):
             problems.append(line)
+        elif behavior == "error":
+            problems.append(f'{line}; to start without it: startup_error_behavior = "retry"')
         else:
             log.warning("device not reachable at start; the agent keeps trying", problem=line)
     if problems:
