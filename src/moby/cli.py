@@ -51,6 +51,12 @@ class MobyGroup(TyperGroup):
         except ConfigError as exc:
             report_config_error(exc)
             raise typer.Exit(CONFIG_ERROR_EXIT) from None
+        except ImportError as exc:
+            missing = missing_server_package(exc)
+            if missing is None:
+                raise
+            report_config_error(missing)
+            raise typer.Exit(CONFIG_ERROR_EXIT) from None
 
 
 class SettingsHelp(TyperCommand):
@@ -89,20 +95,31 @@ def _settings() -> Loaded:
     return loaded
 
 
-def _broker_app() -> typer.Typer:
-    """``moby broker``; on a lean edge install (no ``cryptography``) a stub that says what to install."""
-    try:
-        from moby.broker.commands import broker_app
-    except ImportError as exc:
-        missing = exc.name or "a package"
-        stub = typer.Typer(help=f"(not installed here: needs {missing}; pip install 'moby[server]')")
+# Packages only the backend's install brings (pip install 'moby[server]'); a lean edge install
+# (pip install 'moby[edge]') runs every command that does not need them.
+SERVER_PACKAGES = frozenset(
+    {
+        "fastapi",
+        "fastapi_offline",
+        "uvicorn",
+        "aiohttp",
+        "httpx",
+        "prometheus_client",
+        "cryptography",
+        "yaml",
+        "grafana_foundation_sdk",
+    }
+)
 
-        @stub.callback(invoke_without_command=True)
-        def unavailable() -> None:
-            raise ConfigError([f"moby broker needs the package {missing!r}: pip install 'moby[server]'"])
 
-        return stub
-    return broker_app
+def missing_server_package(exc: ImportError) -> ConfigError | None:
+    """An import of a backend package on a lean install, as one line saying what to install."""
+    name = (exc.name or "").split(".")[0]
+    if name not in SERVER_PACKAGES:
+        return None
+    return ConfigError(
+        [f"this command needs the package {name!r}, not installed here: pip install 'moby[server]'"]
+    )
 
 
 app = typer.Typer(
@@ -112,7 +129,25 @@ app = typer.Typer(
 )
 schema_app = typer.Typer(help="The contract's JSON Schemas.", no_args_is_help=True)
 app.add_typer(schema_app, name="schema")
-app.add_typer(_broker_app(), name="broker")
+try:
+    from moby.broker.commands import broker_app
+
+    app.add_typer(broker_app, name="broker")
+except ImportError as _missing:  # a lean edge install: no cryptography
+    _broker_missing = missing_server_package(_missing)
+    if _broker_missing is None:
+        raise
+
+    @app.command(
+        "broker",
+        help="(not installed here: pip install 'moby[server]')",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    )
+    def broker_unavailable() -> None:
+        assert _broker_missing is not None
+        raise _broker_missing
+
+
 grafana_app = typer.Typer(
     help="Grafana provisioning: data sources, dashboards, alert rules.", no_args_is_help=True
 )
