@@ -301,3 +301,13 @@ def test_a_stream_that_ends_is_counted_and_restarted(tmp_path: Path) -> None:
     assert len(run(take(2))) == 2  # type: ignore[arg-type]
     assert runs.read_text() == "xx"  # the program ran twice
     assert driver.errors["command_exit"] >= 1
+
+
+def test_the_example_of_every_driver_loads() -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "devices.toml"
+    config = AgentConfig.load(example)
+    assert [s.driver for s in config.sensors] == [
+        "modbus", "modbus", "opcua", "serial", "command", "waveform"
+    ]  # fmt: skip
+    opcua = config.sensors[2]
+    assert isinstance(opcua, OpcUaSensor) and opcua.certificate == example.parent / "opcua" / "client.der"
