@@ -4,8 +4,8 @@
 
 Namespace ``urn:moby:test`` (index 2), objects ``Plant/Oven``:
 - ``Temp`` (``ns=2;s=Oven.Temp``): 20.0, +0.5 every ``--period`` seconds (a changing variable);
-- ``Pressure`` (``ns=2;s=Oven.Pressure``): 1.5, Good for ``--bad-after`` seconds, then status
-  BadSensorFailure (and so no value: OPC UA servers send null with a Bad status);
+- ``Pressure`` (``ns=2;s=Oven.Pressure``): 1.5, Good until the file ``--bad-when`` appears, then
+  status BadSensorFailure (and so no value: OPC UA servers send null with a Bad status);
 - ``Level`` (``ns=2;s=Oven.Level``): 0.75 with status UncertainLastUsableValue;
 - ``Label`` (``ns=2;s=Oven.Label``): a string, not a number;
 - ``--nodes N`` more changing variables ``ns=2;s=Bench.N`` (the benchmark's).
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+from pathlib import Path
 
 from asyncua import Server, ua
 
@@ -26,7 +27,7 @@ async def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--period", type=float, default=0.2)
     parser.add_argument("--nodes", type=int, default=0)
-    parser.add_argument("--bad-after", type=float, default=0.0)
+    parser.add_argument("--bad-when", type=Path)
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     logging.getLogger("asyncua").setLevel(logging.ERROR)
@@ -47,7 +48,9 @@ async def main() -> None:
     ]
 
     async def go_bad() -> None:
-        await asyncio.sleep(args.bad_after)
+        # polled: the test's signal is a file another process creates
+        while args.bad_when is None or not args.bad_when.exists():  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
         await pressure.write_value(
             ua.DataValue(
                 ua.Variant(1.5, ua.VariantType.Double), ua.StatusCode(ua.StatusCodes.BadSensorFailure)

@@ -96,7 +96,8 @@ def test_every_driver_end_to_end(tmp_path, broker, influxd, make_backend) -> Non
                 rtu=str(rtu_device_end),
             )
         )
-        start(opcua_server(tmp_path, opc_port, "--bad-after", "10"), timeout_s=90)
+        go_bad = tmp_path / "pressure-sensor-fails"
+        start(opcua_server(tmp_path, opc_port, "--bad-when", str(go_bad)), timeout_s=90)
         serial_socat, serial_device_end, serial_agent_end = pty_pair(tmp_path, "serial")
         start(serial_socat)
         fifo = tmp_path / "accel.fifo"
@@ -217,6 +218,10 @@ sensitivity = {1 / COUNTS_PER_M_S2}
             "noise-1": "noise",
             "vib-1": "vibration",
         }
+
+        # the pressure tag turns Bad once a few Good readings of it are stored
+        wait_until(lambda: len(points(influxd.url, db, "oven-pressure", "pressure")) >= 3, 60, what="Good")
+        go_bad.touch()
 
         def bad_pressure() -> bool:
             return any(
