@@ -27,6 +27,7 @@ test-fast: install
 bench: install
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/edge.py
+	$(BIN)/python bench/devices.py
 	$(BIN)/python bench/query.py --json bench/results/query.json
 
 lint: install

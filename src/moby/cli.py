@@ -18,7 +18,6 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from moby import __version__
-from moby.broker.commands import broker_app
 from moby.configerror import ConfigError
 from moby.terminal import err, problem, say
 from moby.tokencli import token_app
@@ -51,6 +50,12 @@ class MobyGroup(TyperGroup):
             return super().invoke(ctx)
         except ConfigError as exc:
             report_config_error(exc)
+            raise typer.Exit(CONFIG_ERROR_EXIT) from None
+        except ImportError as exc:
+            missing = missing_server_package(exc)
+            if missing is None:
+                raise
+            report_config_error(missing)
             raise typer.Exit(CONFIG_ERROR_EXIT) from None
 
 
@@ -90,6 +95,33 @@ def _settings() -> Loaded:
     return loaded
 
 
+# Packages only the backend's install brings (pip install 'moby[server]'); a lean edge install
+# (pip install 'moby[edge]') runs every command that does not need them.
+SERVER_PACKAGES = frozenset(
+    {
+        "fastapi",
+        "fastapi_offline",
+        "uvicorn",
+        "aiohttp",
+        "httpx",
+        "prometheus_client",
+        "cryptography",
+        "yaml",
+        "grafana_foundation_sdk",
+    }
+)
+
+
+def missing_server_package(exc: ImportError) -> ConfigError | None:
+    """An import of a backend package on a lean install, as one line saying what to install."""
+    name = (exc.name or "").split(".")[0]
+    if name not in SERVER_PACKAGES:
+        return None
+    return ConfigError(
+        [f"this command needs the package {name!r}, not installed here: pip install 'moby[server]'"]
+    )
+
+
 app = typer.Typer(
     cls=MobyGroup,
     help="MOBY: industrial sensor data — MQTT → validated, durable, batched → InfluxDB.",
@@ -97,7 +129,25 @@ app = typer.Typer(
 )
 schema_app = typer.Typer(help="The contract's JSON Schemas.", no_args_is_help=True)
 app.add_typer(schema_app, name="schema")
-app.add_typer(broker_app, name="broker")
+try:
+    from moby.broker.commands import broker_app
+
+    app.add_typer(broker_app, name="broker")
+except ImportError as _missing:  # a lean edge install: no cryptography
+    _broker_missing = missing_server_package(_missing)
+    if _broker_missing is None:
+        raise
+
+    @app.command(
+        "broker",
+        help="(not installed here: pip install 'moby[server]')",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    )
+    def broker_unavailable() -> None:
+        assert _broker_missing is not None
+        raise _broker_missing
+
+
 grafana_app = typer.Typer(
     help="Grafana provisioning: data sources, dashboards, alert rules.", no_args_is_help=True
 )
@@ -411,6 +461,7 @@ def edge(
 
     from moby.config import check_state_path
     from moby.edge.agent import EdgeAgent
+    from moby.edge.devices.config import startup_check
     from moby.logs import configure
 
     loaded = _settings()
@@ -425,6 +476,9 @@ def edge(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        # real devices are reached once first: a wrong register map or node stops here, one line each
+        sensors = [(i, link.cfg.sensor_id, link.driver) for i, link in enumerate(agent.links)]
+        await startup_check(sensors, str(config), cfg.startup_error_behavior)
         await agent.run(stop)
 
     asyncio.run(main())
@@ -436,8 +490,9 @@ def load_agent_config(path: Path) -> AgentConfig:
 
     from pydantic import ValidationError
 
-    from moby.configerror import problem_lines, toml_key, toml_problem
-    from moby.edge.agent import AgentConfig, SensorConfig
+    from moby.configerror import toml_problem
+    from moby.edge.agent import AgentConfig
+    from moby.edge.devices.config import config_problems
 
     try:
         return AgentConfig.load(path)
@@ -449,9 +504,7 @@ def load_agent_config(path: Path) -> AgentConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([toml_problem(path, exc)]) from None
     except ValidationError as exc:
-        known = [*AgentConfig.model_fields, *SensorConfig.model_fields]
-        lines = problem_lines(exc, AgentConfig, lambda loc: f"{path}: {toml_key(loc)}", known=known)
-        raise ConfigError(lines) from None
+        raise ConfigError(config_problems(exc, AgentConfig, str(path))) from None
 
 
 @schema_app.command("export")

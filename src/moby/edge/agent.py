@@ -31,21 +31,16 @@ import time
 import tomllib
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import orjson
 import structlog
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from moby.edge.buffer import DropPolicy, EdgeBuffer, batch_payload, sensor_key, single_payload
-from moby.edge.drivers import (
-    SensorDriver,
-    SimulatedHumidity,
-    SimulatedNoise,
-    SimulatedTemperature,
-    SimulatedVibration,
-)
-from moby.edge.features import MachineClass
+from moby.edge.devices.base import DeviceDriver, device_errors
+from moby.edge.devices.config import SensorConfig, StartupBehavior, make_sensor_driver, relative_paths
+from moby.edge.drivers import SensorDriver
 from moby.edge.messages import (
     WILL_PAYLOAD,
     birth_payload,
@@ -61,25 +56,6 @@ from moby.supervisor import Supervisor
 log = structlog.get_logger(__name__)
 
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
-
-
-class SensorConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    sensor_id: Id
-    type: Literal["vibration", "temperature", "humidity", "noise"]
-    interval_s: Annotated[float, Field(gt=0)] = 1.0
-    model: str = "SIM-1"
-    firmware: str = "1.0.0"
-    line_id: Id | None = None
-    machine_id: Id | None = None
-    machine_class: MachineClass = MachineClass.CLASS_II  # vibration only
-    rpm: float = 1480.0  # vibration only
-    seed: int | None = None
-    # This sensor's own client certificate (``moby broker add-sensor`` bundle), when the agent
-    # speaks for several sensors: the broker takes each link's identity from its certificate.
-    cert_file: Path | None = None
-    key_file: Path | None = None
 
 
 class AgentConfig(BaseModel):
@@ -100,6 +76,9 @@ class AgentConfig(BaseModel):
     health_every_s: Annotated[float, Field(gt=0)] = 30.0
     reconnect_max_s: Annotated[float, Field(gt=0)] = 5.0  # backoff ceiling between broker attempts
     sensors: Annotated[list[SensorConfig], Field(min_length=1)]
+    # a device unreachable at start: "error" stops with one line per device, "retry" starts anyway
+    startup_error_behavior: StartupBehavior = "error"
+    _source: str = PrivateAttr("the agent configuration")  # the file, for error lines
 
     @classmethod
     def load(cls, path: Path) -> AgentConfig:
@@ -112,27 +91,29 @@ class AgentConfig(BaseModel):
             for key in ("ca_file", "cert_file", "key_file"):
                 if isinstance(table.get(key), str):
                     table[key] = str(path.parent / table[key])
-        return cls.model_validate(raw)
+            if table is not raw:
+                relative_paths(table, path.parent)
+        cfg = cls.model_validate(raw)
+        cfg._source = str(path)
+        return cfg
 
     @property
     def tls_needed(self) -> bool:
         return any(MqttEndpoint.parse(url).tls for url in self.brokers)
 
 
-def make_driver(cfg: SensorConfig) -> SensorDriver:
-    if cfg.type == "vibration":
-        return SimulatedVibration(rpm=cfg.rpm, machine_class=cfg.machine_class, seed=cfg.seed)
-    if cfg.type == "temperature":
-        return SimulatedTemperature(seed=cfg.seed)
-    if cfg.type == "humidity":
-        return SimulatedHumidity(seed=cfg.seed)
-    return SimulatedNoise(seed=cfg.seed)
+def make_driver(
+    cfg: SensorConfig, index: int = 0, source: str = "the agent configuration"
+) -> SensorDriver | DeviceDriver:
+    """The sensor's driver: simulated, or a real device's (moby.edge.devices); ConfigError when
+    the driver's library is not installed."""
+    return make_sensor_driver(cfg, index, source)
 
 
 class SensorLink:
     """One sensor: its driver, its sampling loop and its MQTT connection."""
 
-    def __init__(self, agent: EdgeAgent, cfg: SensorConfig, driver: SensorDriver) -> None:
+    def __init__(self, agent: EdgeAgent, cfg: SensorConfig, driver: SensorDriver | DeviceDriver) -> None:
         self.agent = agent
         self.cfg = cfg
         self.driver = driver
@@ -188,6 +169,9 @@ class SensorLink:
     # -- sampling ------------------------------------------------------------------------------
     async def sample_forever(self) -> None:
         loop = asyncio.get_running_loop()
+        if isinstance(self.driver, DeviceDriver):
+            await self._sample_device(self.driver, loop)
+            return
         next_at = time.monotonic()
         while True:
             try:
@@ -200,6 +184,18 @@ class SensorLink:
                 log.warning("sensor read failed", sensor=self.cfg.sensor_id, error=str(exc))
             next_at += self.cfg.interval_s
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+
+    async def _sample_device(self, driver: DeviceDriver, loop: asyncio.AbstractEventLoop) -> None:
+        """A real device: the driver takes readings on its own schedule, stamped at acquisition."""
+        async for sample in driver.samples(lambda: self.cfg.interval_s):
+            try:
+                await loop.run_in_executor(
+                    None, self.agent.buffer.append, self.key, sample.ts_ms, sample.values, sample.quality
+                )
+                self.new_data.set()
+            except Exception as exc:  # a reading the buffer refused must not stop the sensor
+                self.errors[type(exc).__name__] = self.errors.get(type(exc).__name__, 0) + 1
+                log.warning("reading not buffered", sensor=self.cfg.sensor_id, error=str(exc))
 
     # -- publishing -----------------------------------------------------------------------------
     def _birth(self) -> bytes:
@@ -226,7 +222,7 @@ class SensorLink:
         return health_payload(
             started=self.started,
             buffer_depth=self.agent.buffer.depth(self.key),
-            errors={**self.errors, **counters},
+            errors={**self.errors, **device_errors(self.driver), **counters},
             firmware=self.cfg.firmware,
             reconnects=self.reconnects,
             interval_s=self.cfg.interval_s,
@@ -403,7 +399,7 @@ class EdgeAgent:
             policy=cfg.drop_policy,
         )
         self.ssl_context = tls_context(cfg.ca_file, cfg.cert_file, cfg.key_file) if cfg.tls_needed else None
-        self.links = [SensorLink(self, s, make_driver(s)) for s in cfg.sensors]
+        self.links = [SensorLink(self, s, make_driver(s, i, cfg._source)) for i, s in enumerate(cfg.sensors)]
 
     async def run(self, stop: asyncio.Event, drain_timeout_s: float = 10.0) -> None:
         # Supervised: a bug that ends a loop is logged and the loop restarted, never a silent death.
