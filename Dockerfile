@@ -31,16 +31,28 @@ RUN /opt/build/bin/pip wheel --no-cache-dir --no-build-isolation --no-deps --whe
     && /opt/moby/bin/pip install --no-cache-dir --no-deps /wheels/moby-*.whl \
     && /opt/moby/bin/pip check
 
-# ---- runtime: what every image shares -----------------------------------------------------------
-FROM ${PYTHON_IMAGE} AS runtime
+# ---- build-edge: the agent's lighter environment (base dependencies and the [edge] extra) -------
+# No FastAPI, uvicorn, Grafana SDK or cryptography: what a gateway runs is `moby edge` (Modbus,
+# serial, command and waveform drivers; OPC UA needs the [opcua] extra, so the full image).
+FROM ${PYTHON_IMAGE} AS build-edge
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_ROOT_USER_ACTION=ignore
+COPY requirements/edge.txt /tmp/edge.txt
+COPY --from=build /wheels /wheels
+RUN python -m venv /opt/moby \
+    && /opt/moby/bin/pip install --no-cache-dir --require-hashes --only-binary=:all: --no-deps -r /tmp/edge.txt \
+    && /opt/moby/bin/pip install --no-cache-dir --no-deps /wheels/moby-*.whl \
+    && /opt/moby/bin/pip check
+
+# ---- base: what every image shares --------------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS base
 # A fixed, non-root uid/gid: files mounted into the container (API tokens, certificates) are made
 # readable for 10001, and a named volume mounted on /var/lib/moby starts out owned by it.
 RUN groupadd --system --gid 10001 moby \
     && useradd --system --uid 10001 --gid moby --home-dir /var/lib/moby --no-create-home \
         --shell /usr/sbin/nologin moby \
     && install -d -o moby -g moby -m 0750 /var/lib/moby
-COPY --from=build /opt/moby /opt/moby
-COPY deploy/image/healthcheck.py /opt/moby/healthcheck.py
 ENV PATH=/opt/moby/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -52,13 +64,15 @@ USER 10001:10001
 ENTRYPOINT ["moby"]
 
 # ---- edge: for gateways -------------------------------------------------------------------------
-# `moby edge` with the agent's TOML file (and its certificates) mounted at /etc/moby. It holds the
-# full package: pyproject.toml has no lighter set of dependencies for the agent alone yet.
-FROM runtime AS edge
+# `moby edge` with the agent's TOML file (and its certificates) mounted at /etc/moby.
+FROM base AS edge
+COPY --from=build-edge /opt/moby /opt/moby
 CMD ["edge", "--config", "/etc/moby/agent.toml"]
 
 # ---- server: the default image (`moby serve`, also `proxy`, `simulate`, ...) -------------------
-FROM runtime AS server
+FROM base AS server
+COPY --from=build /opt/moby /opt/moby
+COPY deploy/image/healthcheck.py /opt/moby/healthcheck.py
 # A container is reached through its network interface, so the API and the proxy listen on every
 # interface; beyond loopback MOBY requires API tokens (MOBY_API_AUTH=auto), which live in the
 # volume (or MOBY_API_TOKENS_FILE): `docker run ... moby:0.1.0 token create --role viewer`.

@@ -44,10 +44,11 @@ LOCK := $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --genera
 	--custom-compile-command "make lock" $(LOCK_ARGS)
 IMAGE_EXTRAS = $(shell $(BIN)/python -c 'import tomllib; \
 	groups = tomllib.load(open("pyproject.toml", "rb"))["project"].get("optional-dependencies", {}); \
-	print(*(f"--extra {g}" for g in groups if g != "dev"))')
+	print(*(f"--extra {g}" for g in groups if g not in ("dev", "all")))')
 
 lock: install
 	$(LOCK) $(IMAGE_EXTRAS) pyproject.toml -o requirements/moby.txt
+	$(LOCK) --extra edge pyproject.toml -o requirements/edge.txt
 	$(BIN)/python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' \
 		> requirements/build.in
 	$(LOCK) requirements/build.in -o requirements/build.txt

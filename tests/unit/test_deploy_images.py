@@ -300,6 +300,7 @@ def read_lock(path: Path) -> dict[str, Locked]:
 
 
 LOCK = ROOT / "requirements" / "moby.txt"
+EDGE_LOCK = ROOT / "requirements" / "edge.txt"
 BUILD_LOCK = ROOT / "requirements" / "build.txt"
 
 
@@ -355,10 +356,10 @@ def test_the_health_check_runs_the_copied_script_within_its_timeout() -> None:
     options = dict(re.findall(r"--([a-z-]+)=(\S+)", check))
     command = json.loads(check.split(" CMD ", 1)[1])
     assert command[0] == "/opt/moby/bin/python", "the venv's python (it has moby): the slim image has no curl"
-    assert ["/opt/moby", "/opt/moby"] in [
-        shlex.split(i.args)[1:] for i in DOCKERFILE if i.keyword == "COPY" and i.stage == "runtime"
+    assert ["--from=build", "/opt/moby", "/opt/moby"] in [
+        shlex.split(i.args) for i in DOCKERFILE if i.keyword == "COPY" and i.stage == "server"
     ]  # the venv
-    copies = [shlex.split(i.args) for i in DOCKERFILE if i.keyword == "COPY" and i.stage == "runtime"]
+    copies = [shlex.split(i.args) for i in DOCKERFILE if i.keyword == "COPY" and i.stage == "server"]
     assert ["deploy/image/healthcheck.py", command[1]] in copies
     script = (ROOT / "deploy/image/healthcheck.py").read_text()
     timeout = float(re.search(r"^TIMEOUT_S = ([0-9.]+)", script, re.M).group(1))  # type: ignore[union-attr]
@@ -372,6 +373,15 @@ def test_the_image_installs_from_the_locks_with_their_hashes() -> None:
         rel = lock.relative_to(ROOT)
         assert re.search(rf"--require-hashes --only-binary=:all:( --no-deps)? -r {rel}", runs), rel
     assert "pip check" in runs
+    # the edge image: its own, lighter lock, and MOBY's wheel from the build stage
+    edge = " ".join(i.args for i in DOCKERFILE if i.keyword == "RUN" and i.stage == "build-edge")
+    assert "--require-hashes --only-binary=:all: --no-deps -r /tmp/edge.txt" in edge and "pip check" in edge
+    assert ["requirements/edge.txt", "/tmp/edge.txt"] in [
+        shlex.split(i.args) for i in DOCKERFILE if i.keyword == "COPY" and i.stage == "build-edge"
+    ]
+    assert ["--from=build-edge", "/opt/moby", "/opt/moby"] in [
+        shlex.split(i.args) for i in DOCKERFILE if i.keyword == "COPY" and i.stage == "edge"
+    ]
 
 
 def test_every_hadolint_ignore_says_why() -> None:
@@ -404,14 +414,26 @@ def lock_mismatches(dependencies: list[str], lock: Mapping[str, Locked]) -> list
     return problems
 
 
-def image_dependencies() -> list[str]:
-    """What the image holds: the package's dependencies and every optional group but dev."""
+def image_dependencies(*extras: str) -> list[str]:
+    """What an image holds: the package's dependencies and the named optional groups (none named:
+    every group but dev); ``moby[...]`` entries (groups made of groups) are not packages."""
     groups = PYPROJECT["project"].get("optional-dependencies", {})
-    return [*PYPROJECT["project"]["dependencies"], *(d for g, ds in groups.items() if g != "dev" for d in ds)]
+    chosen = extras or [g for g in groups if g != "dev"]
+    return [
+        *PYPROJECT["project"]["dependencies"],
+        *(d for g in chosen for d in groups[g] if not d.startswith("moby[")),
+    ]
 
 
 def test_the_lock_pins_what_pyproject_pins() -> None:
     assert lock_mismatches(image_dependencies(), read_lock(LOCK)) == []
+
+
+def test_the_edge_lock_pins_the_agent_and_nothing_of_the_server() -> None:
+    edge = read_lock(EDGE_LOCK)
+    assert lock_mismatches(image_dependencies("edge"), edge) == []
+    server_only = {d.split("==")[0].lower() for d in PYPROJECT["project"]["optional-dependencies"]["server"]}
+    assert not server_only & set(edge), sorted(server_only & set(edge))
 
 
 def test_a_stale_lock_is_caught(tmp_path: Path) -> None:
@@ -427,7 +449,7 @@ def test_a_stale_lock_is_caught(tmp_path: Path) -> None:
     assert "pins exact versions" in problem
 
 
-@pytest.mark.parametrize("path", [LOCK, BUILD_LOCK], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [LOCK, EDGE_LOCK, BUILD_LOCK], ids=lambda p: p.name)
 def test_every_locked_package_is_exact_and_hash_pinned(path: Path) -> None:
     entries = read_lock(path)
     assert entries
